@@ -1,0 +1,3 @@
+"""An MCP server for the Mixpanel API."""
+
+__version__ = "0.1.0"

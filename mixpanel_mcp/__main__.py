@@ -1,0 +1,3 @@
+from mixpanel_mcp.cli import main
+
+main()

@@ -1,0 +1,125 @@
+"""The client's exception tree. Raised in one place (`http.py`), turned into agent text in one place.
+
+    MixpanelError
+    ├── CredentialMissingError      the operation needs a credential that is not configured
+    ├── UpstreamError               Mixpanel answered with a failure
+    │   ├── BadRequestError         400 (never retried), or a 200 carrying {"status": 0}
+    │   ├── AuthenticationError     401: the credential was rejected
+    │   ├── PermissionDeniedError   403: the credential lacks a project role
+    │   ├── NotFoundError           404
+    │   ├── PayloadTooLargeError    413
+    │   ├── RateLimitError          429 (after retries, or with a wait too long to sleep through)
+    │   └── ServerError             5xx after retries
+    └── TransportError              no usable answer: connection failed or timed out (after retries)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Api(StrEnum):
+    """Mixpanel's API families: each has its own host, credential and limits."""
+
+    INGESTION = "ingestion"  # /track, /engage, /groups: project token in the payload
+    IMPORT = "import"  # /import: service account, secret or token as Basic user
+    QUERY = "query"  # /api/query/*: service account + project_id, or secret
+    EXPORT = "export"  # data.mixpanel.com/api/2.0/export
+    LEXICON = "lexicon"  # /api/app/projects/{id}/schemas: service account only
+
+
+class Credential(StrEnum):
+    PROJECT_TOKEN = "project token"
+    SERVICE_ACCOUNT = "service account"
+    API_SECRET = "API secret"
+
+
+class MixpanelError(Exception):
+    """Base of every error the client raises."""
+
+
+class CredentialMissingError(MixpanelError):
+    def __init__(self, api: Api, needed: str) -> None:
+        super().__init__(f"{api} needs {needed}")
+        self.api = api
+        self.needed = needed
+
+
+class UpstreamError(MixpanelError):
+    """Mixpanel answered, and the answer was a failure."""
+
+    def __init__(
+        self,
+        *,
+        api: Api,
+        status: int,
+        detail: str | None,
+        credential: Credential | None,
+        endpoint: str,
+        retry_after: float | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(f"{endpoint} answered {status}: {detail or 'no detail'}")
+        self.api = api
+        self.status = status
+        self.detail = detail
+        self.credential = credential
+        self.endpoint = endpoint
+        self.retry_after = retry_after
+        self.attempts = attempts
+
+
+class BadRequestError(UpstreamError):
+    pass
+
+
+class AuthenticationError(UpstreamError):
+    pass
+
+
+class PermissionDeniedError(UpstreamError):
+    pass
+
+
+class NotFoundError(UpstreamError):
+    pass
+
+
+class PayloadTooLargeError(UpstreamError):
+    pass
+
+
+class RateLimitError(UpstreamError):
+    pass
+
+
+class ServerError(UpstreamError):
+    pass
+
+
+class TransportError(MixpanelError):
+    """No answer that could be used: the connection failed, or Mixpanel did not answer in time."""
+
+    def __init__(self, *, api: Api, endpoint: str, reason: str, timed_out: bool, attempts: int) -> None:
+        super().__init__(f"{endpoint}: {reason}")
+        self.api = api
+        self.endpoint = endpoint
+        self.reason = reason
+        self.timed_out = timed_out
+        self.attempts = attempts
+
+
+STATUS_ERRORS: dict[int, type[UpstreamError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    413: PayloadTooLargeError,
+    429: RateLimitError,
+}
+
+
+def error_for_status(status: int) -> type[UpstreamError]:
+    if status >= 500:
+        return ServerError
+    return STATUS_ERRORS.get(status, BadRequestError)

@@ -1,0 +1,288 @@
+"""The one async HTTP core every Mixpanel call goes through: hosts, auth, retries, status -> exception.
+
+It knows nothing of MCP. Tests give it a real loopback server; `transport=` is the seam for anything else.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import logging
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx2
+
+from mixpanel_mcp import __version__
+from mixpanel_mcp.client.errors import (
+    Api,
+    Credential,
+    CredentialMissingError,
+    TransportError,
+    UpstreamError,
+    error_for_status,
+)
+from mixpanel_mcp.config import Settings
+from mixpanel_mcp.text import strip_controls
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# A 429 or a connection that never opened means Mixpanel did not process the body; anything else
+# after the body was sent (5xx, timeout, reset) may have been applied already.
+UNAMBIGUOUS_STATUSES = frozenset({429})
+
+
+@dataclass
+class CallStats:
+    """Upstream work done for one tool call (read by the audit log and results)."""
+
+    requests: int = 0
+    retries: int = 0
+
+
+call_stats: ContextVar[CallStats | None] = ContextVar("mixpanel_call_stats", default=None)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); None when absent or nonsense."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is None:
+            return None
+        seconds = email.utils.mktime_tz(parsed) - (time.time() if now is None else now)
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(seconds, 0.0)
+
+
+def error_detail(response: httpx2.Response, secrets: list[str]) -> str | None:
+    """Mixpanel's own error text, from a JSON `error` field or a short plain-text body, scrubbed."""
+    text: str | None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, Mapping):
+        text = body.get("error") if isinstance(body.get("error"), str) else None
+    else:
+        text = response.text.strip()[:300] or None
+    if text is None:
+        return None
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return strip_controls(text)[:500]
+
+
+class MixpanelClient:
+    """Async client for every Mixpanel API family; one instance per server process (or per agent project)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.settings = settings
+        self._sleep = sleep
+        self._http = httpx2.AsyncClient(
+            transport=transport,
+            timeout=httpx2.Timeout(settings.timeout, connect=10.0),
+            headers={"User-Agent": f"mixpanel-mcp/{__version__}"},
+            limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20),
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> MixpanelClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- hosts and credentials -------------------------------------------------------------
+
+    def url(self, api: Api, path: str) -> str:
+        s = self.settings
+        base = {
+            Api.INGESTION: s.ingestion_url,
+            Api.IMPORT: s.ingestion_url,
+            Api.QUERY: s.query_url + "/query",
+            Api.LEXICON: s.query_url + "/app",
+            Api.EXPORT: s.export_url,
+        }[api]
+        return base + path
+
+    def credentials(self, api: Api) -> tuple[Credential | None, tuple[str, str] | None, dict[str, Any]]:
+        """(which credential, Basic auth pair, extra query params) for an API family."""
+        s = self.settings
+        if api is Api.INGESTION:
+            if s.project_token is None:
+                raise CredentialMissingError(api, "MIXPANEL_PROJECT_TOKEN")
+            return Credential.PROJECT_TOKEN, None, {}
+        if s.service_account_username and s.service_account_secret:
+            auth = (s.service_account_username, s.service_account_secret.get_secret_value())
+            params: dict[str, Any] = {}
+            if api is not Api.LEXICON:  # Lexicon carries the project id in its path
+                params["project_id"] = s.project_id
+            if api is Api.QUERY and s.workspace_id is not None:
+                params["workspace_id"] = s.workspace_id
+            return Credential.SERVICE_ACCOUNT, auth, params
+        if api is Api.LEXICON:
+            raise CredentialMissingError(api, "a service account (MIXPANEL_SERVICE_ACCOUNT_USERNAME/_SECRET)")
+        if s.api_secret is not None:
+            return Credential.API_SECRET, (s.api_secret.get_secret_value(), ""), {}
+        if api is Api.IMPORT and s.project_token is not None:
+            return Credential.PROJECT_TOKEN, (s.project_token.get_secret_value(), ""), {}
+        raise CredentialMissingError(api, "a service account or MIXPANEL_API_SECRET")
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def request(
+        self,
+        api: Api,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        idempotent: bool = True,
+        **kwargs: Any,
+    ) -> httpx2.Response:
+        """Send one logical request, retrying what is safe to retry; raise a typed error on failure."""
+        async with self._send(api, method, path, params=params, idempotent=idempotent, stream=False, **kwargs) as r:
+            return r
+
+    @asynccontextmanager
+    async def stream(
+        self, api: Api, method: str, path: str, *, params: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> AsyncIterator[httpx2.Response]:
+        """Like `request`, but the body is left unread for the caller to iterate."""
+        async with self._send(api, method, path, params=params, idempotent=True, stream=True, **kwargs) as r:
+            yield r
+
+    @asynccontextmanager
+    async def _send(
+        self,
+        api: Api,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None,
+        idempotent: bool,
+        stream: bool,
+        **kwargs: Any,
+    ) -> AsyncIterator[httpx2.Response]:
+        credential, auth, auth_params = self.credentials(api)
+        query = {**auth_params, **{k: v for k, v in (params or {}).items() if v is not None}}
+        request = self._http.build_request(method, self.url(api, path), params=query, **kwargs)
+        if auth is not None:
+            request.headers["Authorization"] = basic_auth(*auth)
+        stats = call_stats.get()
+        retry = self.settings.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            if stats is not None:
+                stats.requests += 1
+                stats.retries += attempt > 1
+            wait: float | None
+            try:
+                response = await self._http.send(request, stream=stream)
+            except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
+                never_sent = isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout))
+                timed_out = isinstance(exc, httpx2.TimeoutException)
+                if attempt > retry.max_retries or not (idempotent or never_sent):
+                    raise TransportError(
+                        api=api,
+                        endpoint=path,
+                        reason=_transport_reason(exc),
+                        timed_out=timed_out,
+                        attempts=attempt,
+                    ) from None
+                wait = None
+            else:
+                if response.status_code < 400:
+                    try:
+                        yield response
+                    finally:
+                        await response.aclose()
+                    return
+                if stream:
+                    await response.aread()
+                wait = parse_retry_after(response.headers.get("Retry-After"))
+                retryable = response.status_code in RETRYABLE_STATUSES and (
+                    idempotent or response.status_code in UNAMBIGUOUS_STATUSES
+                )
+                too_long = wait is not None and wait > retry.max_delay
+                if not retryable or too_long or attempt > retry.max_retries:
+                    raise error_for_status(response.status_code)(
+                        api=api,
+                        status=response.status_code,
+                        detail=error_detail(response, self.settings.secrets()),
+                        credential=credential,
+                        endpoint=path,
+                        retry_after=wait,
+                        attempts=attempt,
+                    )
+                logger.info("%s %s answered %d; retrying", method, path, response.status_code)
+            await self._sleep(wait if wait is not None else self.backoff(attempt))
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry `attempt` (1-based): base, doubling to the cap, plus 0.5-2.5x base of jitter."""
+        retry = self.settings.retry
+        delay = min(retry.base_delay * 2 ** (attempt - 1), retry.max_delay)
+        return delay + retry.base_delay * (0.5 + 2 * random.random())
+
+
+def basic_auth(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def _transport_reason(exc: Exception) -> str:
+    if isinstance(exc, httpx2.ConnectTimeout):
+        return "could not connect in time"
+    if isinstance(exc, httpx2.TimeoutException):
+        return "no answer in time"
+    if isinstance(exc, httpx2.ConnectError):
+        return "could not connect"
+    return "the connection was closed before an answer arrived"
+
+
+def raise_for_body_status(response: httpx2.Response, api: Api, endpoint: str, secrets: list[str]) -> Any:
+    """Mixpanel's verbose ingestion answers 200 with {"status": 0, "error": ...} on failure."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text.strip()
+        if body == "0":
+            raise error_for_status(400)(
+                api=api, status=200, detail="no valid record in the request", credential=None, endpoint=endpoint
+            ) from None
+        return body
+    if isinstance(body, Mapping) and body.get("status") in (0, "0", "error"):
+        raise error_for_status(400)(
+            api=api,
+            status=response.status_code,
+            detail=error_detail(response, secrets),
+            credential=None,
+            endpoint=endpoint,
+        )
+    return body
+
+
+__all__ = ["CallStats", "MixpanelClient", "UpstreamError", "call_stats", "parse_retry_after", "raise_for_body_status"]

@@ -1,0 +1,215 @@
+"""Settings: read once from the environment (and CLI overrides), validated, then never re-read.
+
+Every error names the variable to fix, so a person reading a client's log knows what to change.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable and the fix."""
+
+
+class Region(StrEnum):
+    US = "us"
+    EU = "eu"
+    IN = "in"
+
+
+# Per region: (ingestion, query + app API, raw export). EU and India projects must use their own
+# hosts: data sent to the US host is not ingested, and queries there fail with a 401/400.
+REGION_URLS: dict[Region, tuple[str, str, str]] = {
+    Region.US: ("https://api.mixpanel.com", "https://mixpanel.com/api", "https://data.mixpanel.com/api/2.0"),
+    Region.EU: ("https://api-eu.mixpanel.com", "https://eu.mixpanel.com/api", "https://data-eu.mixpanel.com/api/2.0"),
+    Region.IN: ("https://api-in.mixpanel.com", "https://in.mixpanel.com/api", "https://data-in.mixpanel.com/api/2.0"),
+}
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Mixpanel's advice: start at 2 s, double up to 60 s, add 1-5 s of jitter."""
+
+    max_retries: int = 4
+    base_delay: float = 2.0
+    max_delay: float = 60.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_token: SecretStr | None = None
+    project_id: int | None = None
+    service_account_username: str | None = None
+    service_account_secret: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    region: Region = Region.US
+    workspace_id: int | None = None
+    ingestion_url: str = REGION_URLS[Region.US][0]
+    query_url: str = REGION_URLS[Region.US][1]
+    export_url: str = REGION_URLS[Region.US][2]
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    timeout: float = 130.0
+
+    @property
+    def has_service_account(self) -> bool:
+        return self.service_account_username is not None
+
+    @property
+    def can_track(self) -> bool:
+        """/track, /engage and /groups carry the project token in the payload."""
+        return self.project_token is not None
+
+    @property
+    def can_import(self) -> bool:
+        """/import takes a service account, the legacy secret, or the token as Basic user."""
+        return self.has_service_account or self.api_secret is not None or self.project_token is not None
+
+    @property
+    def can_query(self) -> bool:
+        """Query and Export take a service account (with project id) or the legacy secret."""
+        return self.has_service_account or self.api_secret is not None
+
+    @property
+    def can_lexicon(self) -> bool:
+        """The Lexicon Schemas API takes a service account only."""
+        return self.has_service_account
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so logs and messages can be scrubbed of them."""
+        values = [self.project_token, self.service_account_secret, self.api_secret]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+
+ENV_VARS = (
+    "MIXPANEL_PROJECT_TOKEN",
+    "MIXPANEL_PROJECT_ID",
+    "MIXPANEL_SERVICE_ACCOUNT_USERNAME",
+    "MIXPANEL_SERVICE_ACCOUNT_SECRET",
+    "MIXPANEL_API_SECRET",
+    "MIXPANEL_REGION",
+    "MIXPANEL_WORKSPACE_ID",
+    "MIXPANEL_INGESTION_URL",
+    "MIXPANEL_QUERY_URL",
+    "MIXPANEL_EXPORT_URL",
+    "MIXPANEL_MAX_RETRIES",
+    "MIXPANEL_RETRY_BASE_DELAY",
+    "MIXPANEL_TIMEOUT",
+)
+
+
+def load_settings(env: Mapping[str, str], overrides: Mapping[str, str | None] | None = None) -> Settings:
+    """Build settings from environment variables; `overrides` (from CLI flags) win over the environment."""
+    values = {name: (env.get(name) or "").strip() for name in ENV_VARS}
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value.strip()
+
+    region_text = values["MIXPANEL_REGION"].lower() or "us"
+    try:
+        region = Region(region_text)
+    except ValueError:
+        raise ConfigError(
+            f"MIXPANEL_REGION={region_text!r} is not a Mixpanel region: use 'us', 'eu' or 'in' "
+            "(the data residency shown in your project settings)."
+        ) from None
+    ingestion, query, export = REGION_URLS[region]
+
+    username = values["MIXPANEL_SERVICE_ACCOUNT_USERNAME"] or None
+    sa_secret = _secret(values["MIXPANEL_SERVICE_ACCOUNT_SECRET"])
+    project_id = _integer(values, "MIXPANEL_PROJECT_ID", "the number in your project's URL, e.g. 1234567")
+    if username and sa_secret is None:
+        raise ConfigError(
+            "MIXPANEL_SERVICE_ACCOUNT_USERNAME is set but MIXPANEL_SERVICE_ACCOUNT_SECRET is not: set the "
+            "secret shown once when the service account was created (Organization Settings > Service Accounts)."
+        )
+    if sa_secret is not None and not username:
+        raise ConfigError(
+            "MIXPANEL_SERVICE_ACCOUNT_SECRET is set but MIXPANEL_SERVICE_ACCOUNT_USERNAME is not: set the "
+            "service account's username (it looks like name.1a2b3c.mp-service-account)."
+        )
+    if username and project_id is None:
+        raise ConfigError(
+            "MIXPANEL_PROJECT_ID is required with a service account: set it to the number in your "
+            "project's URL (mixpanel.com/project/<id>/...)."
+        )
+
+    settings = Settings(
+        project_token=_secret(values["MIXPANEL_PROJECT_TOKEN"]),
+        project_id=project_id,
+        service_account_username=username,
+        service_account_secret=sa_secret,
+        api_secret=_secret(values["MIXPANEL_API_SECRET"]),
+        region=region,
+        workspace_id=_integer(values, "MIXPANEL_WORKSPACE_ID", "the data view id, e.g. 3456"),
+        ingestion_url=_base_url(values, "MIXPANEL_INGESTION_URL", ingestion),
+        query_url=_base_url(values, "MIXPANEL_QUERY_URL", query),
+        export_url=_base_url(values, "MIXPANEL_EXPORT_URL", export),
+        retry=RetrySettings(
+            max_retries=_integer(values, "MIXPANEL_MAX_RETRIES", "e.g. 4") if values["MIXPANEL_MAX_RETRIES"] else 4,
+            base_delay=_number(values, "MIXPANEL_RETRY_BASE_DELAY", RetrySettings.base_delay),
+        ),
+        timeout=_number(values, "MIXPANEL_TIMEOUT", Settings.timeout),
+    )
+    if not (settings.can_import or settings.can_query):
+        raise ConfigError(
+            "No Mixpanel credential is configured. Set MIXPANEL_PROJECT_TOKEN to send data in, and "
+            "MIXPANEL_SERVICE_ACCOUNT_USERNAME + MIXPANEL_SERVICE_ACCOUNT_SECRET + MIXPANEL_PROJECT_ID to "
+            "run reports, export and edit Lexicon (MIXPANEL_API_SECRET, the legacy project secret, also works "
+            "for reports and export)."
+        )
+    return settings
+
+
+def _secret(text: str) -> SecretStr | None:
+    return SecretStr(text) if text else None
+
+
+def _integer(values: Mapping[str, str], name: str, example: str) -> int | None:
+    text = values[name]
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ConfigError(f"{name} must be a whole number ({example}), not {text!r}.")
+    return int(text)
+
+
+def _number(values: Mapping[str, str], name: str, default: float) -> float:
+    text = values[name]
+    if not text:
+        return default
+    try:
+        number = float(text)
+    except ValueError:
+        number = -1.0
+    if number < 0:
+        raise ConfigError(f"{name} must be a number of seconds, e.g. {default}, not {text!r}.")
+    return number
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _base_url(values: Mapping[str, str], name: str, default: str) -> str:
+    url = values[name] or default
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"{name}={url!r} is not a URL: use a form like {default}.")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"{name} uses plain http:// for {parts.hostname}: Mixpanel requires https (http is only allowed "
+            "for a local test server on 127.0.0.1 or localhost)."
+        )
+    return url.rstrip("/")

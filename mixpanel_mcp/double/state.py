@@ -1,0 +1,130 @@
+"""The double's memory: one Mixpanel project, every request it received, and the faults it was told to inject."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def form(self) -> dict[str, str]:
+        if "application/x-www-form-urlencoded" not in self.headers.get("content-type", ""):
+            return {}
+        return {k: v[-1] for k, v in parse_qs(self.body.decode(), keep_blank_values=True).items()}
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def basic_auth(self) -> tuple[str, str] | None:
+        value = self.headers.get("authorization", "")
+        if not value.startswith("Basic "):
+            return None
+        try:
+            decoded = base64.b64decode(value[6:]).decode()
+        except ValueError:
+            # Mixpanel also accepts plain-text user:secret after "Basic ".
+            decoded = value[6:]
+        user, _, password = decoded.partition(":")
+        return user, password
+
+
+@dataclass
+class Fault:
+    """Answer the next `times` matching requests with `status` (and `body`), or stall for `delay` seconds."""
+
+    path: str
+    status: int = 500
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    times: int = 1
+    delay: float = 0.0
+    method: str | None = None
+
+
+@dataclass
+class Project:
+    """The credentials the double accepts (defaults are the test suite's)."""
+
+    project_id: int = 1234
+    token: str = "test-token"
+    sa_username: str = "bot.abc123.mp-service-account"
+    sa_secret: str = "test-sa-secret"
+    api_secret: str = "test-api-secret"
+
+
+class DoubleState:
+    """Thread-safe store shared by the ASGI app and the tests that inspect it."""
+
+    def __init__(self, project: Project | None = None) -> None:
+        self.project = project or Project()
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests: list[RecordedRequest] = []
+            self.faults: list[Fault] = []
+            self.events: list[dict[str, Any]] = []
+            self.profiles: dict[str, dict[str, Any]] = {}
+            self.group_profiles: dict[tuple[str, str], dict[str, Any]] = {}
+            self.schemas: dict[tuple[str, str], dict[str, Any]] = {}
+            self.funnels: list[dict[str, Any]] = [{"funnel_id": 7509, "name": "Signup funnel", "steps": ["Viewed page", "Signed up"]}]
+            self.cohorts: list[dict[str, Any]] = [
+                {"id": 1000, "name": "Power users", "count": 150, "description": "", "created": "2026-01-01 10:00:00", "is_visible": 1, "project_id": self.project.project_id}
+            ]
+            self.bookmarks: dict[int, dict[str, Any]] = {}
+            self.in_flight = 0
+            self.max_in_flight = 0
+
+    # -- what tests use ------------------------------------------------------------------
+
+    def fail(self, path: str, status: int = 500, *, times: int = 1, body: Any = None, headers: dict[str, str] | None = None,
+             delay: float = 0.0, method: str | None = None) -> None:
+        with self._lock:
+            self.faults.append(Fault(path, status, body, headers or {}, times, delay, method))
+
+    def received(self, path: str | None = None) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    # -- what the app uses ---------------------------------------------------------------
+
+    def record(self, request: RecordedRequest) -> Fault | None:
+        with self._lock:
+            self.requests.append(request)
+            for fault in self.faults:
+                if request.path.startswith(fault.path) and fault.method in (None, request.method):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.remove(fault)
+                    return fault
+            return None
+
+    def enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+
+def decode_body(body: bytes, headers: dict[str, str]) -> bytes:
+    if headers.get("content-encoding", "").lower() == "gzip":
+        return gzip.decompress(body)
+    return body

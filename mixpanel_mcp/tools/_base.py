@@ -1,0 +1,213 @@
+"""How a tool group is declared: one pydantic model and one short async function per operation.
+
+A group becomes one MCP tool. Its arguments are flat (`{"operation": "set", "distinct_id": ...}`): the
+advertised schema merges the operations' fields under an `operation` enum, and the call is validated by a
+pydantic discriminated union built from the same models, so the schema and the validation cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+
+from mixpanel_mcp.client import MixpanelClient
+from mixpanel_mcp.config import Settings
+
+
+class Access(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    DESTRUCTIVE = "destructive"
+
+
+class Needs(StrEnum):
+    """Which credential an operation needs; a tool only advertises operations the settings allow."""
+
+    TOKEN = "token"  # /track, /engage, /groups
+    IMPORT = "import"  # /import
+    QUERY = "query"  # Query API and Export
+    LEXICON = "lexicon"  # Lexicon Schemas API
+
+    def allowed(self, settings: Settings) -> bool:
+        return {
+            Needs.TOKEN: settings.can_track,
+            Needs.IMPORT: settings.can_import,
+            Needs.QUERY: settings.can_query,
+            Needs.LEXICON: settings.can_lexicon,
+        }[self]
+
+
+class Args(BaseModel):
+    """Base of every operation's arguments: unknown keys are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+
+
+async def _no_progress(progress: float, total: float | None, message: str | None) -> None:
+    return None
+
+
+@dataclass
+class Run:
+    """What an operation gets besides its arguments."""
+
+    client: MixpanelClient
+    settings: Settings
+    progress: ProgressFn = _no_progress
+
+
+@dataclass
+class Result:
+    """An operation's answer: one or two sentences for the agent, and the data as structured content."""
+
+    summary: str
+    data: dict[str, Any]
+    narrow_hint: str = "narrow the request"
+
+
+Handler = Callable[[Run, Any], Awaitable[Result]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    args: type[Args]
+    handler: Handler
+    access: Access
+    needs: Needs
+    idempotent: bool
+    summary: str
+
+
+@dataclass
+class ToolGroup:
+    """One MCP tool: a Mixpanel endpoint group and its operations."""
+
+    name: str
+    title: str
+    description: str
+    operations: dict[str, Operation] = field(default_factory=dict)
+    single: bool = False  # one operation, no `operation` argument (insights, jql)
+
+    def operation(
+        self,
+        name: str,
+        args: type[Args],
+        *,
+        access: Access,
+        needs: Needs,
+        summary: str,
+        idempotent: bool | None = None,
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.operations[name] = Operation(
+                name=name,
+                args=args,
+                handler=handler,
+                access=access,
+                needs=needs,
+                idempotent=access is Access.READ if idempotent is None else idempotent,
+                summary=summary,
+            )
+            return handler
+
+        return register
+
+    def available(self, settings: Settings) -> list[Operation]:
+        return [op for op in self.operations.values() if op.needs.allowed(settings)]
+
+
+def discriminated(group: ToolGroup, operations: list[Operation]) -> TypeAdapter[Any]:
+    """The validating type for a call: a union of the operations' models tagged by `operation`."""
+    if group.single:
+        return TypeAdapter(operations[0].args)
+    variants = [
+        create_model(
+            f"{group.name}_{op.name}",
+            __base__=op.args,
+            operation=(Literal[op.name], Field()),  # type: ignore[valid-type]
+        )
+        for op in operations
+    ]
+    if len(variants) == 1:
+        return TypeAdapter(variants[0])
+    return TypeAdapter(Annotated[Union[tuple(variants)], Field(discriminator="operation")])  # noqa: UP007
+
+
+def input_schema(group: ToolGroup, operations: list[Operation]) -> dict[str, Any]:
+    """A flat object schema: `operation` plus every operation's fields (schemas hoisted, titles dropped)."""
+    properties: dict[str, Any] = {}
+    defs: dict[str, Any] = {}
+    required: list[str] = []
+    if not group.single:
+        properties["operation"] = {"type": "string", "enum": [op.name for op in operations]}
+        required.append("operation")
+    for op in operations:
+        schema = op.args.model_json_schema()
+        defs.update(schema.get("$defs", {}))
+        for name, prop in schema.get("properties", {}).items():
+            properties[name] = _merge(properties[name], prop) if name in properties else prop
+        if group.single:
+            required.extend(schema.get("required", []))
+    result: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        result["required"] = required
+    if defs:
+        result["$defs"] = defs
+    return _compact(result)
+
+
+def _merge(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """One schema for a field that operations type differently: `anyOf` their shapes, one description."""
+    if first == second:
+        return first
+    description = first.get("description") or second.get("description")
+    variants = []
+    for schema in (*first.get("anyOf", [first]), *second.get("anyOf", [second])):
+        # Only the type is advertised; the operation's own model checks the details.
+        shape = {k: v for k, v in schema.items() if k in ("type", "items")}
+        if shape not in variants:
+            variants.append(shape)
+    merged: dict[str, Any] = {"anyOf": variants}
+    if description:
+        merged["description"] = description
+    return merged
+
+
+def _compact(node: Any) -> Any:
+    """Drop what costs tokens and tells an LLM nothing: titles, and examples (kept for error messages)."""
+    if isinstance(node, dict):
+        return {
+            k: _compact(v)
+            for k, v in node.items()
+            if not (k in ("title", "examples") and not isinstance(v, dict))
+        }
+    if isinstance(node, list):
+        return [_compact(v) for v in node]
+    return node
+
+
+def signature(op: Operation, single: bool) -> str:
+    """`name(required, optional?)`: what the description lists for each operation."""
+    schema = op.args.model_json_schema()
+    required = set(schema.get("required", []))
+    names = [n if n in required else n + "?" for n in schema.get("properties", {})]
+    head = "" if single else op.name
+    return f"{head}({', '.join(names)})"
+
+
+def describe(group: ToolGroup, operations: list[Operation]) -> str:
+    lines = [group.description]
+    if group.single:
+        lines.append("Arguments: " + signature(operations[0], True)[1:-1] + " (? = optional).")
+    else:
+        lines.append("Operations (? = optional):")
+        lines.extend(f"- {signature(op, False)}: {op.summary}" for op in operations)
+    return "\n".join(lines)

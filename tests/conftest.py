@@ -1,0 +1,124 @@
+"""Shared test harness: a real Mixpanel double on 127.0.0.1, and the real server started as a subprocess.
+
+Async tests open their MCP client inside the test body (`async with stdio_client(env)`): an async fixture
+holding the SDK client would be torn down in another task than the one that entered its cancel scopes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+from mixpanel_mcp.double import DoubleState, running
+from mixpanel_mcp.double.app import free_port
+
+PROJECT_ID = 1234
+TOKEN = "test-token"
+SA_USER = "bot.abc123.mp-service-account"
+SA_SECRET = "test-sa-secret"
+API_SECRET = "test-api-secret"
+
+
+@pytest.fixture(scope="session")
+def double_state() -> DoubleState:
+    return DoubleState()
+
+
+@pytest.fixture(scope="session")
+def double_url(double_state: DoubleState) -> Iterator[str]:
+    with running(double_state) as url:
+        yield url
+
+
+@pytest.fixture
+def double(double_state: DoubleState, double_url: str) -> DoubleState:
+    """The double, emptied for this test."""
+    double_state.reset()
+    return double_state
+
+
+def server_env(double_url: str, **overrides: str | None) -> dict[str, str]:
+    """Environment for a server pointed at the double with every credential; `NAME=None` removes one."""
+    env = {
+        "MIXPANEL_PROJECT_TOKEN": TOKEN,
+        "MIXPANEL_PROJECT_ID": str(PROJECT_ID),
+        "MIXPANEL_SERVICE_ACCOUNT_USERNAME": SA_USER,
+        "MIXPANEL_SERVICE_ACCOUNT_SECRET": SA_SECRET,
+        "MIXPANEL_INGESTION_URL": double_url,
+        "MIXPANEL_QUERY_URL": f"{double_url}/api",
+        "MIXPANEL_EXPORT_URL": f"{double_url}/api/2.0",
+        "MIXPANEL_RETRY_BASE_DELAY": "0.01",
+        "MIXPANEL_TIMEOUT": "10",
+    }
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+@pytest.fixture
+def env(double_url: str) -> dict[str, str]:
+    return server_env(double_url)
+
+
+@asynccontextmanager
+async def stdio_client(env: dict[str, str]) -> AsyncIterator[Client]:
+    """The real server, `python -m mixpanel_mcp`, over stdio, driven by the SDK's client."""
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mixpanel_mcp"], env=env)
+    async with Client(params) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def http_server(double_url: str) -> Iterator[str]:
+    """`mixpanel-mcp --transport http` as a subprocess on a free loopback port; yields the /mcp URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mixpanel_mcp", "--transport", "http", "--port", str(port)],
+        env={**os.environ, **server_env(double_url)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx2.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx2.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"HTTP server did not start: {process.stderr.read().decode() if process.stderr else ''}")
+        time.sleep(0.05)
+    try:
+        yield f"{base}/mcp"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def structured(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content[0].text
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+def error_text(result: Any) -> str:
+    assert result.is_error, f"expected an error, got {result.structured_content}"
+    return result.content[0].text
