@@ -1,9 +1,30 @@
 """Every tool group, in the order tools are listed. This is the only list."""
 
-from mixpanel_mcp.tools import engage, groups
+from mixpanel_mcp.tools import (
+    engage,
+    events,
+    export,
+    funnels,
+    groups,
+    insights,
+    jql,
+    lexicon,
+    retention,
+    segmentation,
+    track,
+)
 from mixpanel_mcp.tools._base import ToolGroup
 
 ALL_GROUPS: list[ToolGroup] = [
+    track.group,
     engage.group,
     groups.group,
+    events.group,
+    segmentation.group,
+    funnels.group,
+    retention.group,
+    insights.group,
+    jql.group,
+    export.group,
+    lexicon.group,
 ]

@@ -1,0 +1,11 @@
+"""POST /track and /import: events and identity events, validated as Mixpanel does."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from mixpanel_mcp.double.state import DoubleState
+
+
+def routes(state: DoubleState) -> list[Route]:
+    return []
