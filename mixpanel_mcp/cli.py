@@ -35,11 +35,17 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="stdio (default) or Streamable HTTP")
     p.add_argument("--host", default="127.0.0.1", help="HTTP listen address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--port", type=_port, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--region", choices=["us", "eu", "in"], help="overrides MIXPANEL_REGION")
     p.add_argument("--project-id", help="overrides MIXPANEL_PROJECT_ID")
     p.add_argument("--version", action="version", version=f"mixpanel-mcp {__version__}")
     return p
+
+
+def _port(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ Every error names the variable to fix, so a person reading a client's log knows 
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -87,6 +88,8 @@ class Settings:
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 
+MAX_RETRIES_LIMIT = 10  # with the 60 s cap, ten retries already hold a call for several minutes
+
 ENV_VARS = (
     "MIXPANEL_PROJECT_TOKEN",
     "MIXPANEL_PROJECT_ID",
@@ -123,7 +126,7 @@ def load_settings(env: Mapping[str, str], overrides: Mapping[str, str | None] | 
 
     username = values["MIXPANEL_SERVICE_ACCOUNT_USERNAME"] or None
     sa_secret = _secret(values["MIXPANEL_SERVICE_ACCOUNT_SECRET"])
-    project_id = _integer(values, "MIXPANEL_PROJECT_ID", "the number in your project's URL, e.g. 1234567")
+    project_id = _integer(values, "MIXPANEL_PROJECT_ID", "the number in your project's URL, e.g. 1234567", minimum=1)
     if username and sa_secret is None:
         raise ConfigError(
             "MIXPANEL_SERVICE_ACCOUNT_USERNAME is set but MIXPANEL_SERVICE_ACCOUNT_SECRET is not: set the "
@@ -147,15 +150,17 @@ def load_settings(env: Mapping[str, str], overrides: Mapping[str, str | None] | 
         service_account_secret=sa_secret,
         api_secret=_secret(values["MIXPANEL_API_SECRET"]),
         region=region,
-        workspace_id=_integer(values, "MIXPANEL_WORKSPACE_ID", "the data view id, e.g. 3456"),
+        workspace_id=_integer(values, "MIXPANEL_WORKSPACE_ID", "the data view id, e.g. 3456", minimum=1),
         ingestion_url=_base_url(values, "MIXPANEL_INGESTION_URL", ingestion),
         query_url=_base_url(values, "MIXPANEL_QUERY_URL", query),
         export_url=_base_url(values, "MIXPANEL_EXPORT_URL", export),
         retry=RetrySettings(
-            max_retries=_integer(values, "MIXPANEL_MAX_RETRIES", "e.g. 4") if values["MIXPANEL_MAX_RETRIES"] else 4,
+            max_retries=_integer(values, "MIXPANEL_MAX_RETRIES", "0 to 10, e.g. 4", maximum=MAX_RETRIES_LIMIT)
+            if values["MIXPANEL_MAX_RETRIES"]
+            else RetrySettings.max_retries,
             base_delay=_number(values, "MIXPANEL_RETRY_BASE_DELAY", RetrySettings.base_delay),
         ),
-        timeout=_number(values, "MIXPANEL_TIMEOUT", Settings.timeout),
+        timeout=_number(values, "MIXPANEL_TIMEOUT", Settings.timeout, positive=True),
     )
     if not (settings.can_import or settings.can_query):
         raise ConfigError(
@@ -171,25 +176,34 @@ def _secret(text: str) -> SecretStr | None:
     return SecretStr(text) if text else None
 
 
-def _integer(values: Mapping[str, str], name: str, example: str) -> int | None:
+def _integer(
+    values: Mapping[str, str], name: str, example: str, *, minimum: int = 0, maximum: int | None = None
+) -> int | None:
     text = values[name]
     if not text:
         return None
-    if not text.isdigit():
+    # isdigit() alone accepts digits int() refuses (e.g. superscripts): plain ASCII digits only.
+    if not (text.isascii() and text.isdigit()):
         raise ConfigError(f"{name} must be a whole number ({example}), not {text!r}.")
-    return int(text)
+    number = int(text)
+    if number < minimum or (maximum is not None and number > maximum):
+        limits = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+        raise ConfigError(f"{name} must be a whole number {limits} ({example}), not {text!r}.")
+    return number
 
 
-def _number(values: Mapping[str, str], name: str, default: float) -> float:
+def _number(values: Mapping[str, str], name: str, default: float, *, positive: bool = False) -> float:
     text = values[name]
     if not text:
         return default
     try:
         number = float(text)
     except ValueError:
-        number = -1.0
-    if number < 0:
-        raise ConfigError(f"{name} must be a number of seconds, e.g. {default}, not {text!r}.")
+        number = math.nan
+    # nan and inf parse as floats but would make every wait or time limit meaningless.
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        qualifier = "a positive" if positive else "a"
+        raise ConfigError(f"{name} must be {qualifier} number of seconds, e.g. {default}, not {text!r}.")
     return number
 
 
@@ -204,12 +218,18 @@ def is_loopback(host: str) -> bool:
 
 def _base_url(values: Mapping[str, str], name: str, default: str) -> str:
     url = values[name] or default
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range
+    except ValueError:
+        raise ConfigError(f"{name}={url!r} is not a URL: use a form like {default}.") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigError(f"{name}={url!r} is not a URL: use a form like {default}.")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{name}={url!r} must not carry a query or fragment: use a form like {default}.")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(
             f"{name} uses plain http:// for {parts.hostname}: Mixpanel requires https (http is only allowed "
-            "for a local test server on 127.0.0.1 or localhost)."
+            "for a local test server on 127.0.0.1, localhost or [::1])."
         )
     return url.rstrip("/")

@@ -46,6 +46,8 @@ class SecretFilter(logging.Filter):
 def configure_logging(settings: Settings) -> None:
     # httpx2 logs every request URL at INFO; quiet it so nothing upstream-related is logged by default.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
+    # The SDK logs "Terminating session" for every stateless HTTP request.
+    logging.getLogger("mcp.server.streamable_http_manager").setLevel(logging.WARNING)
     secret_filter = SecretFilter(settings.secrets())
     for handler in logging.getLogger().handlers:
         handler.addFilter(secret_filter)

@@ -82,14 +82,15 @@ async def stdio_client(env: dict[str, str]) -> AsyncIterator[Client]:
 
 
 @pytest.fixture(scope="module")
-def http_server(double_url: str) -> Iterator[str]:
+def http_server(double_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mixpanel-mcp --transport http` as a subprocess on a free loopback port; yields the /mcp URL."""
     port = free_port()
+    log = tmp_path_factory.mktemp("http-server") / "stderr.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "mixpanel_mcp", "--transport", "http", "--port", str(port)],
         env={**os.environ, **server_env(double_url)},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log.open("wb"),  # a file, not a pipe: an unread pipe would block the server once full
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -101,7 +102,7 @@ def http_server(double_url: str) -> Iterator[str]:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError(f"HTTP server did not start: {process.stderr.read().decode() if process.stderr else ''}")
+            raise RuntimeError(f"HTTP server did not start: {log.read_text()}")
         time.sleep(0.05)
     try:
         yield f"{base}/mcp"

@@ -62,10 +62,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         parsed = email.utils.parsedate_tz(value)
         if parsed is None:
             return None
-        seconds = email.utils.mktime_tz(parsed) - (time.time() if now is None else now)
-    if math.isnan(seconds) or math.isinf(seconds):
+        # A date already past means "now"; a negative number of seconds is simply invalid.
+        seconds = max(email.utils.mktime_tz(parsed) - (time.time() if now is None else now), 0.0)
+    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
         return None
-    return max(seconds, 0.0)
+    return seconds
 
 
 def error_detail(response: httpx2.Response, secrets: list[str]) -> str | None:
@@ -78,12 +79,12 @@ def error_detail(response: httpx2.Response, secrets: list[str]) -> str | None:
     if isinstance(body, Mapping):
         text = body.get("error") if isinstance(body.get("error"), str) else None
     else:
-        text = response.text.strip()[:300] or None
+        text = response.text.strip() or None
     if text is None:
         return None
-    for secret in secrets:
+    for secret in secrets:  # before cutting, so no part of a secret survives at the cut
         text = text.replace(secret, "***")
-    return strip_controls(text)[:500]
+    return strip_controls(text)[: 500 if isinstance(body, Mapping) else 300]
 
 
 class MixpanelClient:
@@ -161,10 +162,16 @@ class MixpanelClient:
         *,
         params: Mapping[str, Any] | None = None,
         idempotent: bool = True,
+        accept: frozenset[int] = frozenset(),
         **kwargs: Any,
     ) -> httpx2.Response:
-        """Send one logical request, retrying what is safe to retry; raise a typed error on failure."""
-        async with self._send(api, method, path, params=params, idempotent=idempotent, stream=False, **kwargs) as r:
+        """Send one logical request, retrying what is safe to retry; raise a typed error on failure.
+
+        A response whose status is in `accept` is returned as it is (not raised, not retried).
+        """
+        async with self._send(
+            api, method, path, params=params, idempotent=idempotent, stream=False, accept=accept, **kwargs
+        ) as r:
             return r
 
     @asynccontextmanager
@@ -185,6 +192,7 @@ class MixpanelClient:
         params: Mapping[str, Any] | None,
         idempotent: bool,
         stream: bool,
+        accept: frozenset[int] = frozenset(),
         **kwargs: Any,
     ) -> AsyncIterator[httpx2.Response]:
         credential, auth, auth_params = self.credentials(api)
@@ -216,7 +224,7 @@ class MixpanelClient:
                     ) from None
                 wait = None
             else:
-                if response.status_code < 400:
+                if response.status_code < 400 or response.status_code in accept:
                     try:
                         yield response
                     finally:

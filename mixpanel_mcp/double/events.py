@@ -1,11 +1,233 @@
-"""POST /track and /import: events and identity events, validated as Mixpanel does."""
+"""POST /track and /import: events and identity events, validated as Mixpanel does.
+
+/track takes a JSON array body, or a form `data=` holding a JSON object or array (what the SDKs send). The
+project token must be in each event's properties. The answer is `{"status": 1|0, "error": ...}` with
+verbose=1, else a plain `1`/`0`; one invalid event (bad token, older than 5 days, malformed) fails the whole
+request and nothing is stored (a choice: Mixpanel does not document partial /track storage).
+
+/import takes a JSON array or NDJSON (gzip is undone by the recorder), authenticated as /import is. With
+strict=1 (the default) each record is validated; the valid ones are stored and counted, and any invalid
+one turns the answer into a 400 listing `failed_records`.
+
+Stored events are `{"event", "properties"}` with `time` as integer epoch seconds and without the token.
+Identity events are stored too, with the distinct_id Mixpanel infers: `$identified_id` for $identify,
+the first of `$distinct_ids` for $merge. An event whose (event, distinct_id, time, $insert_id) matches a
+stored one is not stored again, as Mixpanel deduplicates.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mixpanel_mcp.double.state import DoubleState
+from mixpanel_mcp.double.auth import import_auth
+from mixpanel_mcp.double.profiles import answer
+from mixpanel_mcp.double.state import DoubleState, RecordedRequest
+
+PLACEHOLDER_IDS = frozenset(
+    {
+        "00000000-0000-0000-0000-000000000000", "anon", "anonymous", "nil", "none", "null", "n/a", "na",
+        "undefined", "unknown", "<nil>", "0", "-1", "true", "false", "[]", "{}",
+    }
+)
+INSERT_ID = re.compile(r"[A-Za-z0-9-]{1,36}")
+MIN_TIME = 31_536_000  # 1971-01-01T00:00:00Z
+TRACK_WINDOW = 5 * 86_400
+MAX_RECORDS = 2000
+MAX_IMPORT_BYTES = 10 * 1024 * 1024
+
+
+class Invalid(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def seconds(value: Any) -> int | None:
+    """Epoch seconds from a time in seconds or milliseconds; None when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value // 1000) if abs(value) >= 1e11 else int(value)
+
+
+def dedup_key(event: dict[str, Any]) -> tuple[Any, ...]:
+    p = event["properties"]
+    return (event["event"], str(p.get("distinct_id")), p.get("time"), p.get("$insert_id"))
+
+
+def store(state: DoubleState, events: list[dict[str, Any]]) -> None:
+    """Append events, skipping any Mixpanel would deduplicate (only events carrying a $insert_id)."""
+    seen = {dedup_key(e) for e in state.events if e["properties"].get("$insert_id")}
+    for event in events:
+        key = dedup_key(event)
+        if event["properties"].get("$insert_id") and key in seen:
+            continue
+        seen.add(key)
+        state.events.append(event)
+
+
+def stored_form(name: str, properties: dict[str, Any], time_s: int) -> dict[str, Any]:
+    props = {k: v for k, v in properties.items() if k != "token"}
+    props["time"] = time_s
+    if "distinct_id" not in props:
+        if name == "$identify" and "$identified_id" in props:
+            props["distinct_id"] = props["$identified_id"]
+        elif name == "$merge" and isinstance(props.get("$distinct_ids"), list) and props["$distinct_ids"]:
+            props["distinct_id"] = props["$distinct_ids"][0]
+    return {"event": name, "properties": props}
+
+
+def _shape(record: Any) -> tuple[str, dict[str, Any]]:
+    if not isinstance(record, dict):
+        raise Invalid("event", "each record must be a JSON object")
+    extra = set(record) - {"event", "properties"}
+    if extra:
+        raise Invalid(sorted(extra)[0], f"'{sorted(extra)[0]}' is not allowed: a record has only event and properties")
+    name = record.get("event")
+    if not isinstance(name, str) or not name:
+        raise Invalid("event", "'event' is required and must be a non-empty string")
+    properties = record.get("properties")
+    if not isinstance(properties, dict):
+        raise Invalid("properties", "'properties' is required and must be an object")
+    return name, properties
+
+
+def _is_placeholder(value: Any) -> bool:
+    return str(value).strip().lower() in PLACEHOLDER_IDS
+
+
+# -- /track -------------------------------------------------------------------------------
+
+def check_tracked(state: DoubleState, record: Any, now: float) -> dict[str, Any]:
+    name, properties = _shape(record)
+    if properties.get("token") != state.project.token:
+        raise Invalid("properties.token", "token, missing or invalid")
+    time_s = int(now)
+    if properties.get("time") is not None:
+        given = seconds(properties["time"])
+        if given is None:
+            raise Invalid("properties.time", "time must be a number of seconds or milliseconds since epoch")
+        if given < now - TRACK_WINDOW:
+            raise Invalid("properties.time", "event is more than 5 days old; send it with /import")
+        time_s = given
+    insert_id = properties.get("$insert_id")
+    if insert_id is not None and (not isinstance(insert_id, str) or not INSERT_ID.fullmatch(insert_id)):
+        raise Invalid("properties.$insert_id", "$insert_id must be at most 36 bytes of [A-Za-z0-9-]")
+    return stored_form(name, properties, time_s)
+
+
+def track_payload(request: RecordedRequest) -> Any:
+    form = request.form
+    if form:
+        return json.loads(form["data"]) if "data" in form else None
+    return request.json()
+
+
+# -- /import ------------------------------------------------------------------------------
+
+def check_imported(record: Any, now: float) -> dict[str, Any]:
+    """Strict validation of one record; raises Invalid naming the field, as failed_records does."""
+    name, properties = _shape(record)
+    if name == "$merge":
+        ids = properties.get("$distinct_ids")
+        if not (isinstance(ids, list) and len(ids) == 2 and all(isinstance(i, str) and i for i in ids)):
+            raise Invalid("properties.$distinct_ids", "'properties.$distinct_ids' must be a list of exactly 2 distinct_ids")
+        if any(_is_placeholder(i) for i in ids):
+            raise Invalid("properties.$distinct_ids", "'properties.$distinct_ids' contains a disallowed placeholder id")
+        return stored_form(name, properties, seconds(properties.get("time")) or int(now))
+    if "time" not in properties:
+        raise Invalid("properties.time", "'properties.time' is required")
+    time_s = seconds(properties["time"])
+    if time_s is None:
+        raise Invalid("properties.time", "'properties.time' is invalid: must be specified as seconds since epoch")
+    if time_s < MIN_TIME:
+        raise Invalid("properties.time", "'properties.time' is invalid: must be after 1971-01-01")
+    if time_s > now + 3600:
+        raise Invalid("properties.time", "'properties.time' is invalid: must not be more than 1 hour in the future")
+    if "distinct_id" not in properties:
+        raise Invalid("properties.distinct_id", "'properties.distinct_id' is required")
+    if _is_placeholder(properties["distinct_id"]):
+        raise Invalid("properties.distinct_id", f"'properties.distinct_id' is invalid: '{properties['distinct_id']}' is not allowed")
+    insert_id = properties.get("$insert_id")
+    if insert_id is None:
+        raise Invalid("properties.$insert_id", "'properties.$insert_id' is required")
+    if not isinstance(insert_id, str) or not INSERT_ID.fullmatch(insert_id) or _is_placeholder(insert_id):
+        raise Invalid("properties.$insert_id", "'properties.$insert_id' is invalid: must be at most 36 bytes of [A-Za-z0-9-]")
+    return stored_form(name, properties, time_s)
+
+
+def import_payload(request: RecordedRequest) -> Any:
+    form = request.form
+    if form:
+        return json.loads(form["data"]) if "data" in form else None
+    if "application/x-ndjson" in request.headers.get("content-type", ""):
+        return [json.loads(line) for line in request.body.decode().splitlines() if line.strip()]
+    return request.json()
+
+
+def import_error(status: int, message: str) -> JSONResponse:
+    names = {400: "Bad Request", 413: "Request Entity Too Large"}
+    return JSONResponse({"code": status, "error": message, "status": names.get(status, "Error")}, status)
 
 
 def routes(state: DoubleState) -> list[Route]:
-    return []
+    async def track(request: Request) -> Response:
+        recorded: RecordedRequest = request.state.recorded
+        try:
+            records = track_payload(recorded)
+        except (ValueError, UnicodeDecodeError):
+            return answer(recorded, False, "data, missing or empty")
+        if isinstance(records, dict):
+            records = [records]
+        if not isinstance(records, list) or not records or len(records) > MAX_RECORDS:
+            return answer(recorded, False, f"data must hold 1 to {MAX_RECORDS} events")
+        now = time.time()
+        events = []
+        for index, record in enumerate(records):
+            try:
+                events.append(check_tracked(state, record, now))
+            except Invalid as exc:
+                return answer(recorded, False, f"event {index}: {exc.message}")
+        store(state, events)
+        return answer(recorded, True)
+
+    async def import_(request: Request) -> Response:
+        recorded: RecordedRequest = request.state.recorded
+        refused = import_auth(state, recorded)
+        if refused is not None:
+            return refused
+        if len(recorded.body) > MAX_IMPORT_BYTES:
+            return import_error(413, f"request exceeds max limit of {MAX_IMPORT_BYTES} bytes")
+        try:
+            records = import_payload(recorded)
+        except (ValueError, UnicodeDecodeError):
+            return import_error(400, "unable to parse the request body as JSON or NDJSON")
+        if not isinstance(records, list) or not records:
+            return import_error(400, "the body must be a non-empty array of events")
+        if len(records) > MAX_RECORDS:
+            return import_error(400, f"too many records: at most {MAX_RECORDS} per request")
+        strict = recorded.query.get("strict", "1") == "1"
+        now = time.time()
+        valid, failed = [], []
+        for index, record in enumerate(records):
+            try:
+                valid.append(check_imported(record, now))
+            except Invalid as exc:
+                properties = record.get("properties") if isinstance(record, dict) else None
+                insert_id = properties.get("$insert_id", "") if isinstance(properties, dict) else ""
+                failed.append({"index": index, "insert_id": insert_id, "field": exc.field, "message": exc.message})
+        store(state, valid)
+        if failed and strict:
+            return JSONResponse(
+                {"code": 400, "num_records_imported": len(valid), "status": "Bad Request", "failed_records": failed}, 400
+            )
+        return JSONResponse({"code": 200, "num_records_imported": len(valid), "status": "OK"})
+
+    return [Route("/track", track, methods=["POST"]), Route("/import", import_, methods=["POST"])]

@@ -166,7 +166,7 @@ def input_schema(group: ToolGroup, operations: list[Operation]) -> dict[str, Any
 
 def _merge(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
     """One schema for a field that operations type differently: `anyOf` their shapes, one description."""
-    if first == second:
+    if _shape(first) == _shape(second):
         return first
     description = first.get("description") or second.get("description")
     variants = []
@@ -181,33 +181,43 @@ def _merge(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# Limits the server checks itself; advertising them costs tokens on every turn and helps an LLM little.
+_UNADVERTISED = frozenset({"title", "examples", "minLength", "maxLength", "minItems", "minProperties", "default"})
+
+
+def _shape(schema: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in schema.items() if k not in ("default", "description", "title")}
+
+
 def _compact(node: Any) -> Any:
-    """Drop what costs tokens and tells an LLM nothing: titles, and examples (kept for error messages)."""
+    """Drop what costs tokens and tells an LLM little (examples stay in error messages)."""
     if isinstance(node, dict):
         return {
             k: _compact(v)
             for k, v in node.items()
-            if not (k in ("title", "examples") and not isinstance(v, dict))
+            if not (k in _UNADVERTISED and not isinstance(v, dict)) and not (k == "additionalProperties" and v is True)
         }
     if isinstance(node, list):
         return [_compact(v) for v in node]
     return node
 
 
-def signature(op: Operation, single: bool) -> str:
-    """`name(required, optional?)`: what the description lists for each operation."""
+def signature(op: Operation) -> str:
+    """`(required, optional?)`: the argument list the description shows for an operation."""
     schema = op.args.model_json_schema()
     required = set(schema.get("required", []))
-    names = [n if n in required else n + "?" for n in schema.get("properties", {})]
-    head = "" if single else op.name
-    return f"{head}({', '.join(names)})"
+    return "(" + ", ".join(n if n in required else n + "?" for n in schema.get("properties", {})) + ")"
 
 
 def describe(group: ToolGroup, operations: list[Operation]) -> str:
-    lines = [group.description]
+    """The group's sentence, then operations sharing an argument list on one line, then per-op notes."""
     if group.single:
-        lines.append("Arguments: " + signature(operations[0], True)[1:-1] + " (? = optional).")
-    else:
-        lines.append("Operations (? = optional):")
-        lines.extend(f"- {signature(op, False)}: {op.summary}" for op in operations)
+        arguments = signature(operations[0])[1:-1]
+        return f"{group.description}\nArguments: {arguments}" + (" (? = optional)." if "?" in arguments else ".")
+    by_signature: dict[str, list[str]] = {}
+    for op in operations:
+        by_signature.setdefault(signature(op), []).append(op.name)
+    calls = "; ".join("|".join(names) + sig for sig, names in by_signature.items())
+    lines = [group.description, f"operation: {calls}" + (" (? = optional)." if "?" in calls else ".")]
+    lines.extend(f"{op.name}: {op.summary}" for op in operations if op.summary)
     return "\n".join(lines)

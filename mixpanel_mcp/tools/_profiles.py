@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, TypeAdapter, ValidationError, create_model, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, WithJsonSchema, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
 from mixpanel_mcp.client.profiles import IDEMPOTENT_OPERATORS, profile_update, send_updates
@@ -15,14 +15,14 @@ Scalar = str | float | int | bool | None
 
 # operation -> (shape of `properties`, what it does, access)
 SHAPES: dict[str, tuple[Any, str, Access]] = {
-    "set": (dict[str, Any], "set properties, overwriting", Access.WRITE),
-    "set_once": (dict[str, Any], "set properties only where not yet set", Access.WRITE),
-    "add": (dict[str, float], "add numbers to numeric properties (negative to subtract)", Access.WRITE),
-    "append": (dict[str, Any], "append one value to each list property", Access.WRITE),
-    "union": (dict[str, list[str | float]], "merge values into list properties, without duplicates", Access.WRITE),
-    "remove": (dict[str, Any], "remove a value from each list property", Access.WRITE),
-    "unset": (list[str], "delete the named properties", Access.WRITE),
-    "delete": (None, "delete the whole profile (irreversible; events stay)", Access.DESTRUCTIVE),
+    "set": (dict[str, Any], "", Access.WRITE),
+    "set_once": (dict[str, Any], "only where not set yet", Access.WRITE),
+    "add": (dict[str, float], "numbers added (negative subtracts)", Access.WRITE),
+    "append": (dict[str, Any], "", Access.WRITE),
+    "union": (dict[str, list[str | float]], "lists merged without duplicates", Access.WRITE),
+    "remove": (dict[str, Any], "", Access.WRITE),
+    "unset": (list[str], "properties is a list of names", Access.WRITE),
+    "delete": (None, "the whole profile, irreversibly", Access.DESTRUCTIVE),
 }
 
 PROPERTIES_DOC = "Property name -> value; for unset, a list of property names."
@@ -103,7 +103,10 @@ def add_profile_operations(group: ToolGroup, identity: type[Args], operations: l
     batch_args = create_model(
         f"{send}_batch_args",
         __base__=Args,
-        updates=(list[Update], Field(min_length=1, max_length=MAX_BATCH, description="Updates, each with operation + the fields above.")),
+        updates=(
+            Annotated[list[Update], WithJsonSchema({"type": "array", "items": {"type": "object"}})],
+            Field(min_length=1, max_length=MAX_BATCH),
+        ),
     )
 
     async def batch(run: Run, args: Any) -> Result:
@@ -120,7 +123,7 @@ def add_profile_operations(group: ToolGroup, identity: type[Args], operations: l
         batch_args,
         access=Access.DESTRUCTIVE if any_destructive else Access.WRITE,
         needs=Needs.TOKEN,
-        summary=f"up to {MAX_BATCH} updates of mixed operators in one request",
+        summary=f"updates: up to {MAX_BATCH} objects shaped like single calls (operation, id fields, properties)",
         idempotent=False,
     )(batch)
 

@@ -7,7 +7,7 @@ from mixpanel_mcp.tools._profiles import SHAPES, add_profile_operations
 group = ToolGroup(
     name="engage",
     title="User profiles",
-    description="Update Mixpanel user profiles (people) by distinct_id. Needs the project token.",
+    description="Update Mixpanel user profiles by distinct_id.",
 )
 
 

@@ -1,9 +1,171 @@
-"""Event names, counts and properties of the project."""
+"""Event names, counts and properties of the project (GET /api/query/events*)."""
 
-from mixpanel_mcp.tools._base import ToolGroup
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from mixpanel_mcp.client import query
+from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
+from mixpanel_mcp.tools._params import EventName, EventNames, FromDate, StringList, ToDate
+from mixpanel_mcp.tools.segmentation import (
+    NARROW_HINT,
+    CountType,
+    check_period,
+    fmt,
+    number,
+    optional,
+    ranked_series,
+    series_summary,
+)
 
 group = ToolGroup(
     name="events",
     title="Event discovery",
     description="Event names, counts and properties of the project.",
 )
+
+Unit = Literal["minute", "hour", "day", "week", "month"]
+PropertyName = Annotated[str, Field(min_length=1, max_length=255, description="Property name.")]
+Interval = Annotated[int, Field(ge=1, le=3650, description="Last N units, instead of dates.")]
+
+
+class Ranked(Args):
+    type: CountType = "general"
+    limit: int = Field(255, ge=1, le=10_000)
+
+
+class TopToday(Ranked):
+    limit: int = Field(100, ge=1, le=10_000)
+
+
+class Period(Args):
+    """from_date + to_date, or interval; no hourly uniques (Mixpanel refuses them)."""
+
+    type: CountType = "general"
+    unit: Unit = "day"
+    from_date: optional(FromDate) = None
+    to_date: optional(ToDate) = None
+    interval: optional(Interval) = None
+
+    @model_validator(mode="after")
+    def _period(self) -> Self:
+        check_period(self)
+        if self.type == "unique" and self.unit in ("minute", "hour"):
+            raise PydanticCustomError(
+                "hourly_uniques", "Mixpanel has no unique counts by {unit}", {"unit": self.unit, "example": "unit=day"}
+            )
+        return self
+
+
+class Counts(Period):
+    event: EventNames
+
+
+class Properties(Args):
+    event: EventName
+    limit: int = Field(10, ge=1, le=10_000)
+
+
+class PropertyValues(Args):
+    event: EventName
+    name: PropertyName
+    limit: int = Field(255, ge=1, le=10_000)
+
+
+class PropertyCounts(Period):
+    event: EventName
+    name: PropertyName
+    values: optional(Annotated[StringList, Field(min_length=1, max_length=1000)]) = None
+    limit: int = Field(255, ge=1, le=10_000)
+
+
+def _quote(names: list[Any], shown: int = 10) -> str:
+    text = ", ".join(str(n) for n in names[:shown])
+    return text + (f", and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _period_text(args: Period) -> str:
+    if args.interval is not None:
+        return f"last {args.interval} {args.unit}(s)"
+    return f"by {args.unit}"
+
+
+@group.operation("names", Ranked, access=Access.READ, needs=Needs.QUERY, summary="last 31 days")
+async def names(run: Run, args: Ranked) -> Result:
+    raw = await query.event_names(run.client, type=args.type, limit=args.limit)
+    found = raw if isinstance(raw, list) else []
+    summary = f"{len(found)} event name(s) in the last 31 days" + (f": {_quote(found)}." if found else ".")
+    return Result(summary, {"names": found, "count": len(found)}, narrow_hint="lower limit")
+
+
+@group.operation("top", TopToday, access=Access.READ, needs=Needs.QUERY, summary="today vs yesterday")
+async def top(run: Run, args: TopToday) -> Result:
+    raw = await query.top_events(run.client, type=args.type, limit=args.limit)
+    events = raw.get("events") if isinstance(raw, dict) else None
+    events = [e for e in events or [] if isinstance(e, dict)]
+    events.sort(key=lambda e: -number(e.get("amount")))
+    shown = ", ".join(
+        f"{e.get('event')} {fmt(e.get('amount'))} ({number(e.get('percent_change')) * 100:+.0f}%)" for e in events[:5]
+    )
+    summary = f"Today's top {len(events)} event(s) ({args.type}, change vs yesterday)" + (f": {shown}." if shown else ": none.")
+    return Result(summary, {"type": args.type, "events": events}, narrow_hint="lower limit")
+
+
+@group.operation("counts", Counts, access=Access.READ, needs=Needs.QUERY, summary="event is a list")
+async def counts(run: Run, args: Counts) -> Result:
+    raw = await query.event_counts(
+        run.client,
+        events=args.event,
+        type=args.type,
+        unit=args.unit,
+        from_date=args.from_date,
+        to_date=args.to_date,
+        interval=args.interval,
+    )
+    data = ranked_series(raw)
+    summary = series_summary(data, head=f"Event counts {_period_text(args)}", type=args.type, segmented=True, what="event")
+    return Result(summary, {"type": args.type, "unit": args.unit, **data}, narrow_hint=NARROW_HINT)
+
+
+@group.operation("properties", Properties, access=Access.READ, needs=Needs.QUERY, summary="top property names")
+async def properties(run: Run, args: Properties) -> Result:
+    raw = await query.event_top_properties(run.client, event=args.event, limit=args.limit)
+    found = [
+        {"name": name, "count": value.get("count") if isinstance(value, dict) else value}
+        for name, value in (raw.items() if isinstance(raw, dict) else [])
+    ]
+    found.sort(key=lambda p: (-number(p["count"]), str(p["name"])))
+    shown = ", ".join(f"{p['name']} ({fmt(p['count'])})" for p in found[:10])
+    summary = f"{len(found)} top propert{'y' if len(found) == 1 else 'ies'} of {args.event}" + (f": {shown}." if shown else ".")
+    return Result(summary, {"event": args.event, "properties": found}, narrow_hint="lower limit")
+
+
+@group.operation("property_values", PropertyValues, access=Access.READ, needs=Needs.QUERY, summary="")
+async def property_values(run: Run, args: PropertyValues) -> Result:
+    raw = await query.event_property_values(run.client, event=args.event, name=args.name, limit=args.limit)
+    found = raw if isinstance(raw, list) else []
+    summary = f"{len(found)} value(s) of {args.name} on {args.event}" + (f": {_quote(found)}." if found else ".")
+    return Result(summary, {"event": args.event, "name": args.name, "values": found}, narrow_hint="lower limit")
+
+
+@group.operation("property_counts", PropertyCounts, access=Access.READ, needs=Needs.QUERY, summary="")
+async def property_counts(run: Run, args: PropertyCounts) -> Result:
+    raw = await query.event_property_counts(
+        run.client,
+        event=args.event,
+        name=args.name,
+        values=args.values,
+        type=args.type,
+        unit=args.unit,
+        from_date=args.from_date,
+        to_date=args.to_date,
+        interval=args.interval,
+        limit=args.limit,
+    )
+    data = ranked_series(raw)
+    head = f"{args.event} by {args.name}, {_period_text(args)}"
+    summary = series_summary(data, head=head, type=args.type, segmented=True, what="value")
+    return Result(summary, {"event": args.event, "name": args.name, "type": args.type, **data}, narrow_hint=NARROW_HINT)

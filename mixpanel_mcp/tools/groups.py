@@ -8,7 +8,7 @@ from mixpanel_mcp.tools._profiles import add_profile_operations
 group = ToolGroup(
     name="groups",
     title="Group profiles",
-    description="Update Mixpanel group profiles (e.g. companies) by group_key + group_id. Needs the project token.",
+    description="Update Mixpanel group profiles (e.g. companies).",
 )
 
 

@@ -1,9 +1,197 @@
-"""Cohort retention and usage frequency."""
+"""Cohort retention and usage frequency (GET /retention, /retention/addiction)."""
 
-from mixpanel_mcp.tools._base import ToolGroup
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from mixpanel_mcp.client import reports
+from mixpanel_mcp.tools._base import Access, Needs, Result, Run, ToolGroup
+from mixpanel_mcp.tools._params import DateRange, On, Where
 
 group = ToolGroup(
     name="retention",
     title="Retention",
-    description="Cohort retention and usage frequency.",
+    description="Cohort retention, and frequency (how many hours/days per period users act).",
 )
+
+Unit = Literal["day", "week", "month"]
+
+
+def _limit() -> Any:
+    return Field(None, ge=1, le=10_000, description="Top `on` values.")
+
+
+class RetentionQuery(DateRange):
+    retention_type: Literal["birth", "compounded"] = Field("birth", description="compounded = recurring.")
+    born_event: str | None = Field(None, min_length=1, max_length=255, description="Required for birth.")
+    event: str | None = Field(None, min_length=1, max_length=255, description="Counted event; default any.")
+    born_where: str | None = Field(None, min_length=1, max_length=10_000)
+    where: Where | None = None
+    interval: int | None = Field(None, ge=1, description="Units per interval.")
+    interval_count: int | None = Field(None, ge=1, description="Intervals after interval 0.")
+    unit: Unit | None = Field(None, description="day, week or month.")
+    unbounded_retention: bool | None = None
+    on: On | None = None
+    limit: int | None = _limit()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.retention_type == "birth" and self.born_event is None:
+            raise PydanticCustomError(
+                "born_event_required", "birth retention needs born_event", {"example": "born_event=Signed up"}
+            )
+        if self.retention_type == "compounded" and (self.born_event or self.born_where):
+            raise PydanticCustomError(
+                "born_event_unused",
+                "born_event and born_where apply only to birth retention",
+                {"example": "retention_type=compounded, event=Viewed report"},
+            )
+        if (self.unit or "day") == "day" and self.interval is not None and self.interval > 90:
+            raise PydanticCustomError(
+                "interval_too_long", "interval may be at most 90 when unit=day", {"example": "interval=7"}
+            )
+        return self
+
+
+class FrequencyQuery(DateRange):
+    unit: Unit = Field(description="day, week or month.")
+    addiction_unit: Literal["hour", "day"]
+    event: str | None = Field(None, min_length=1, max_length=255)
+    where: Where | None = None
+    on: On | None = None
+    limit: int | None = _limit()
+
+
+@group.operation(
+    "query", RetentionQuery, access=Access.READ, needs=Needs.QUERY, summary=""
+)
+async def query_retention(run: Run, args: RetentionQuery) -> Result:
+    body = await reports.retention(run.client, **args.model_dump(exclude={"operation"}))
+    data = retention_table(body if isinstance(body, dict) else {}, args)
+    return Result(
+        summary=_retention_sentence(data, args),
+        data=data,
+        narrow_hint="narrow from_date/to_date, use a larger unit, or lower interval_count",
+    )
+
+
+@group.operation(
+    "frequency",
+    FrequencyQuery,
+    access=Access.READ,
+    needs=Needs.QUERY,
+    summary="users active in >= N hours/days of each period",
+)
+async def query_frequency(run: Run, args: FrequencyQuery) -> Result:
+    body = await reports.frequency(run.client, **args.model_dump(exclude={"operation"}))
+    data = frequency_table(body if isinstance(body, dict) else {}, args)
+    return Result(
+        summary=_frequency_sentence(data, args),
+        data=data,
+        narrow_hint="narrow from_date/to_date or use a smaller unit",
+    )
+
+
+# -- shaping the answers ---------------------------------------------------------------------
+
+
+def _pct(part: float, whole: float) -> float | None:
+    return round(100 * part / whole, 1) if whole else None
+
+
+def _is_cohort(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("counts"), list)
+
+
+def _cohorts(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for date in sorted(k for k, v in raw.items() if _is_cohort(v)):
+        counts = [int(c or 0) for c in raw[date]["counts"]]
+        size = int(raw[date].get("first") or 0)
+        rows.append({"cohort": date, "size": size, "retained": counts, "retained_pct": [_pct(c, size) for c in counts]})
+    return rows
+
+
+def _overall(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per interval, retained users over the sizes of the cohorts that have that interval."""
+    width = max((len(r["retained"]) for r in rows), default=0)
+    pct = []
+    for i in range(width):
+        having = [r for r in rows if len(r["retained"]) > i]
+        pct.append(_pct(sum(r["retained"][i] for r in having), sum(r["size"] for r in having)))
+    return {"size": sum(r["size"] for r in rows), "retained_pct": pct}
+
+
+def retention_table(raw: dict[str, Any], args: RetentionQuery) -> dict[str, Any]:
+    unit, step = args.unit or "day", args.interval or 1
+    data: dict[str, Any] = {"retention_type": args.retention_type, "unit": unit, "interval": step}
+    segmented = {k: v for k, v in raw.items() if isinstance(v, dict) and not _is_cohort(v) and any(map(_is_cohort, v.values()))}
+    rows = _cohorts(raw)
+    if segmented and not rows:  # with `on`: {segment: {cohort date: {...}}}
+        data["segments"] = {name: _cohorts(cohorts) for name, cohorts in segmented.items()}
+        rows = [r for seg in data["segments"].values() for r in seg]
+    overall = _overall(rows)
+    data["intervals"] = [f"{unit} {i * step}" for i in range(len(overall["retained_pct"]))]
+    data["overall"] = overall
+    if "segments" not in data:
+        data["cohorts"] = rows
+    data["raw"] = raw
+    return data
+
+
+def _retention_sentence(data: dict[str, Any], args: RetentionQuery) -> str:
+    returning = f"'{args.event}'" if args.event else "any event"
+    if args.retention_type == "birth":
+        head = f"Birth retention, '{args.born_event}' then {returning}, by {data['unit']}"
+    else:
+        head = f"Compounded retention of {returning}, by {data['unit']}"
+    overall = data["overall"]
+    if not overall["size"]:
+        return f"{head}: no users in any cohort from {args.from_date} to {args.to_date}."
+    cohorts = len(data.get("cohorts") or [r for s in data.get("segments", {}).values() for r in s])
+    quoted = ", ".join(
+        f"{label}: {pct}%"
+        for label, pct in list(zip(data["intervals"], overall["retained_pct"], strict=False))[1:5]
+        if pct is not None
+    )
+    text = f"{head}: {cohorts} cohort(s), {overall['size']:,} users, {args.from_date}..{args.to_date}"
+    return text + (f"; retained {quoted}." if quoted else ".")
+
+
+def frequency_table(raw: dict[str, Any], args: FrequencyQuery) -> dict[str, Any]:
+    series = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    periods = []
+    for date in sorted(series):
+        counts = series[date]
+        if not isinstance(counts, list):
+            continue
+        counts = [int(c or 0) for c in counts]
+        active = counts[0] if counts else 0
+        periods.append({"date": date, "active_users": active, "at_least": counts, "at_least_pct": [_pct(c, active) for c in counts]})
+    return {
+        "unit": args.unit,
+        "addiction_unit": args.addiction_unit,
+        "event": args.event,
+        "note": f"at_least[i] = users who did it in at least i+1 distinct {args.addiction_unit}s of the {args.unit}",
+        "periods": periods,
+        "raw": raw,
+    }
+
+
+def _frequency_sentence(data: dict[str, Any], args: FrequencyQuery) -> str:
+    what = f"'{args.event}'" if args.event else "any event"
+    head = f"Frequency of {what} per {args.unit}, counted in {args.addiction_unit}s"
+    periods = [p for p in data["periods"] if p["active_users"]]
+    if not periods:
+        return f"{head}: nobody did it from {args.from_date} to {args.to_date}."
+    active = sum(p["active_users"] for p in periods)
+    parts = []
+    for n in (2, 3, 5):
+        repeat = sum(p["at_least"][n - 1] for p in periods if len(p["at_least"]) >= n)
+        if any(len(p["at_least"]) >= n for p in periods):
+            parts.append(f"{n}+ {args.addiction_unit}s: {_pct(repeat, active)}%")
+    text = f"{head}: {len(periods)} period(s) with activity, {active:,} active user-periods"
+    return text + (f"; {', '.join(parts)}." if parts else ".")

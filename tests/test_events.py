@@ -1,0 +1,213 @@
+"""events: names, top, counts and properties, end to end over stdio against the double's computed answers."""
+
+import datetime as dt
+import time
+
+import pytest
+
+from mixpanel_mcp.double.reports import stored_event
+from tests.conftest import API_SECRET, SA_SECRET, SA_USER, error_text, server_env, stdio_client, structured
+
+pytestmark = pytest.mark.asyncio
+
+SA = (SA_USER, SA_SECRET)
+
+
+def only(double, path):
+    """The one request the double received at `path`, checked to be a GET with service-account auth."""
+    (request,) = double.received(path)
+    assert request.method == "GET"
+    assert request.basic_auth == SA
+    assert request.headers["authorization"].startswith("Basic ")
+    return request
+
+
+def january(double):
+    """Signed up: 01-05 x2 (US, DE), 01-06 US, 01-07 US; outside the range: 01-04, 01-08. Logged in: 01-06."""
+    double.events.extend(
+        [
+            stored_event("Signed up", "2026-01-04T23:59:59", "u5", country="US"),
+            stored_event("Signed up", "2026-01-05T10:00:00", "u1", country="US", plan="pro"),
+            stored_event("Signed up", "2026-01-05T11:00:00", "u2", country="DE"),
+            stored_event("Signed up", "2026-01-06T09:00:00", "u1", country="US"),
+            stored_event("Logged in", "2026-01-06T12:00:00", "u1", country="US"),
+            stored_event("Signed up", "2026-01-07T23:59:59", "u3", country="US"),
+            stored_event("Signed up", "2026-01-08T00:00:00", "u4", country="US"),
+        ]
+    )
+
+
+async def test_names_top_and_counts_by_interval_from_recent_events(double, env):
+    now = time.time()
+    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    double.events.extend(
+        [stored_event("Viewed page", now, "u1") for _ in range(6)]
+        + [stored_event("Signed up", now, user) for user in ("u1", "u2", "u2")]
+        + [stored_event("Signed up", now - 86_400, user) for user in ("u3", "u4")]
+        + [stored_event("Old", now - 40 * 86_400, "u9") for _ in range(10)]
+    )
+    async with stdio_client(env) as client:
+        names = await client.call_tool("events", {"operation": "names"})
+        unique = await client.call_tool("events", {"operation": "names", "type": "unique", "limit": 1})
+        top = await client.call_tool("events", {"operation": "top"})
+        recent = await client.call_tool("events", {"operation": "counts", "event": ["Signed up"], "interval": 2})
+
+    first, second = double.received("/api/query/events/names")
+    assert first.basic_auth == SA and first.query == {"project_id": "1234", "type": "general", "limit": "255"}
+    assert second.query == {"project_id": "1234", "type": "unique", "limit": "1"}
+    # Volume over the last 31 days: Viewed page 6, Signed up 5; "Old" is 40 days back.
+    assert structured(names) == {"names": ["Viewed page", "Signed up"], "count": 2}
+    assert "2 event name(s) in the last 31 days: Viewed page, Signed up." in names.content[0].text
+    # Unique users: Signed up 4 (u1-u4), Viewed page 1.
+    assert structured(unique)["names"] == ["Signed up"]
+
+    request = only(double, "/api/query/events/top")
+    assert request.query == {"project_id": "1234", "type": "general", "limit": "100"}
+    assert structured(top) == {
+        "type": "general",
+        "events": [
+            {"amount": 6, "event": "Viewed page", "percent_change": 1},
+            {"amount": 3, "event": "Signed up", "percent_change": 0.5},
+        ],
+    }
+    assert "Viewed page 6 (+100%), Signed up 3 (+50%)" in top.content[0].text
+
+    request = only(double, "/api/query/events")
+    assert request.query == {"project_id": "1234", "event": '["Signed up"]', "type": "general", "unit": "day", "interval": "2"}
+    data = structured(recent)
+    yesterday = (today - dt.timedelta(days=1)).isoformat()
+    assert data["dates"] == [yesterday, today.isoformat()]
+    assert data["segments"] == [{"segment": "Signed up", "total": 5, "values": {yesterday: 2, today.isoformat(): 3}}]
+
+
+async def test_counts_properties_values_and_property_counts(double, env):
+    january(double)
+    period = {"from_date": "2026-01-05", "to_date": "2026-01-07"}
+    async with stdio_client(env) as client:
+        counts = await client.call_tool("events", {"operation": "counts", "event": ["Signed up", "Logged in"], **period})
+        props = await client.call_tool("events", {"operation": "properties", "event": "Signed up"})
+        values = await client.call_tool("events", {"operation": "property_values", "event": "Signed up", "name": "country"})
+        by_country = await client.call_tool(
+            "events", {"operation": "property_counts", "event": "Signed up", "name": "country", **period}
+        )
+        us_only = await client.call_tool(
+            "events",
+            {"operation": "property_counts", "event": "Signed up", "name": "country", "values": ["US"], "unit": "week", **period},
+        )
+
+    request = only(double, "/api/query/events")
+    assert request.query == {
+        "project_id": "1234",
+        "event": '["Signed up", "Logged in"]',
+        "type": "general",
+        "unit": "day",
+        "from_date": "2026-01-05",
+        "to_date": "2026-01-07",
+    }
+    data = structured(counts)
+    assert data["dates"] == ["2026-01-05", "2026-01-06", "2026-01-07"]
+    assert data["grand_total"] == 5 and data["segment_count"] == 2
+    assert data["segments"] == [
+        {"segment": "Signed up", "total": 4, "values": {"2026-01-05": 2, "2026-01-06": 1, "2026-01-07": 1}},
+        {"segment": "Logged in", "total": 1, "values": {"2026-01-06": 1}},
+    ]
+    # Mixpanel's series is unordered; the raw answer is kept as it came, dates and each segment's values are sorted.
+    assert list(data["segments"][0]["values"]) == data["dates"]
+    assert list(data["mixpanel"]["data"]["values"]["Signed up"]) != data["dates"]
+    assert data["mixpanel"]["data"]["series"] != data["dates"]
+    assert sorted(data["mixpanel"]["data"]["series"]) == data["dates"]
+    assert counts.content[0].text.startswith(
+        "Event counts by day from 2026-01-05 to 2026-01-07: 5 events over 2 event(s); top: Signed up (4), Logged in (1)."
+    )
+
+    request = only(double, "/api/query/events/properties/top")
+    assert request.query == {"project_id": "1234", "event": "Signed up", "limit": "10"}
+    # Every stored Signed up (6) has country; one has plan.
+    assert structured(props)["properties"] == [{"name": "country", "count": 6}, {"name": "plan", "count": 1}]
+    assert "2 top properties of Signed up: country (6), plan (1)." in props.content[0].text
+
+    request = only(double, "/api/query/events/properties/values")
+    assert request.query == {"project_id": "1234", "event": "Signed up", "name": "country", "limit": "255"}
+    assert structured(values) == {"event": "Signed up", "name": "country", "values": ["US", "DE"]}
+
+    first, second = double.received("/api/query/events/properties")
+    assert first.basic_auth == SA
+    assert first.query == {
+        "project_id": "1234",
+        "event": "Signed up",
+        "name": "country",
+        "type": "general",
+        "unit": "day",
+        "from_date": "2026-01-05",
+        "to_date": "2026-01-07",
+        "limit": "255",
+    }
+    data = structured(by_country)
+    assert [(s["segment"], s["total"]) for s in data["segments"]] == [("US", 3), ("DE", 1)]
+    assert data["segments"][0]["values"] == {"2026-01-05": 1, "2026-01-06": 1, "2026-01-07": 1}
+    assert "Signed up by country, by day from 2026-01-05 to 2026-01-07: 4 events over 2 value(s); top: US (3), DE (1)." in (
+        by_country.content[0].text
+    )
+    assert second.query["values"] == '["US"]' and second.query["unit"] == "week"
+    # 2026-01-05 is a Monday: one weekly bucket.
+    assert structured(us_only)["segments"] == [{"segment": "US", "total": 3, "values": {"2026-01-05": 3}}]
+
+
+async def test_invalid_arguments_are_refused_before_any_request(double, env):
+    async with stdio_client(env) as client:
+        bad_date = await client.call_tool(
+            "events", {"operation": "counts", "event": ["A"], "from_date": "2026-02-30", "to_date": "2026-03-01"}
+        )
+        reversed_dates = await client.call_tool(
+            "events", {"operation": "counts", "event": ["A"], "from_date": "2026-03-02", "to_date": "2026-03-01"}
+        )
+        no_period = await client.call_tool("events", {"operation": "counts", "event": ["A"]})
+        both = await client.call_tool(
+            "events", {"operation": "counts", "event": ["A"], "interval": 3, "from_date": "2026-03-01", "to_date": "2026-03-02"}
+        )
+        hourly_uniques = await client.call_tool(
+            "events", {"operation": "counts", "event": ["A"], "type": "unique", "unit": "hour", "interval": 3}
+        )
+        no_events = await client.call_tool("events", {"operation": "counts", "event": [], "interval": 3})
+        bad_type = await client.call_tool("events", {"operation": "names", "type": "total"})
+        no_name = await client.call_tool("events", {"operation": "property_values", "event": "A"})
+    assert "from_date: must be a date as yyyy-mm-dd, not '2026-02-30'" in error_text(bad_date)
+    assert "from_date 2026-03-02 is after to_date 2026-03-01" in error_text(reversed_dates)
+    assert "needs from_date and to_date (or interval)" in error_text(no_period)
+    assert "not both" in error_text(both)
+    assert "no unique counts by hour" in error_text(hourly_uniques)
+    assert "event" in error_text(no_events)
+    assert "type:" in error_text(bad_type)
+    assert "name: Field required" in error_text(no_name)
+    assert "nothing was sent to Mixpanel" in error_text(bad_date)
+    assert double.received() == []
+
+
+async def test_legacy_secret_is_sent_as_basic_user_without_project_id(double, double_url):
+    january(double)
+    env = server_env(
+        double_url,
+        MIXPANEL_SERVICE_ACCOUNT_USERNAME=None,
+        MIXPANEL_SERVICE_ACCOUNT_SECRET=None,
+        MIXPANEL_API_SECRET=API_SECRET,
+    )
+    async with stdio_client(env) as client:
+        result = await client.call_tool("events", {"operation": "property_values", "event": "Signed up", "name": "country"})
+    (request,) = double.received("/api/query/events/properties/values")
+    assert request.basic_auth == (API_SECRET, "")
+    assert "project_id" not in request.query
+    assert structured(result)["values"] == ["US", "DE"]
+
+
+async def test_server_errors_are_retried_and_rate_limits_reported(double, env):
+    january(double)
+    double.fail("/api/query/events/properties/top", 503)
+    double.fail("/api/query/events/names", 429, headers={"Retry-After": "3600"})
+    async with stdio_client(env) as client:
+        retried = await client.call_tool("events", {"operation": "properties", "event": "Signed up"})
+        limited = await client.call_tool("events", {"operation": "names"})
+    assert len(double.received("/api/query/events/properties/top")) == 2
+    assert structured(retried)["properties"][0] == {"name": "country", "count": 6}
+    text = error_text(limited)
+    assert "retry in 60 min" in text and "60 queries an hour" in text
+    assert len(double.received("/api/query/events/names")) == 1  # an hour's wait is not slept through

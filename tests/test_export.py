@@ -1,0 +1,398 @@
+"""export: raw events (streamed NDJSON), profiles (paged), cohorts and the activity feed, over stdio."""
+
+import datetime as dt
+import json
+import time
+
+import pytest
+
+from mixpanel_mcp.double import export as double_export
+from tests.conftest import API_SECRET, PROJECT_ID, SA_SECRET, SA_USER, error_text, server_env, stdio_client, structured
+
+pytestmark = pytest.mark.asyncio
+
+EXPORT = "/api/2.0/export"
+ENGAGE = "/api/query/engage"
+
+
+def at(day: int, hour: int = 12, minute: int = 0) -> int:
+    return int(dt.datetime(2026, 1, day, hour, minute, tzinfo=dt.UTC).timestamp())
+
+
+def event(name: str, user: str, time: int, **properties: object) -> dict:
+    return {"event": name, "properties": {"time": time, "distinct_id": user, **properties}}
+
+
+def line(e: dict) -> dict:
+    """An event as the double's export sends it."""
+    return {"event": e["event"], "properties": {**e["properties"], "mp_processing_time_ms": e["properties"]["time"] * 1000 + 1500}}
+
+
+def one_day(day: str, **more: object) -> dict:
+    """Arguments of an events export of one day."""
+    return {"operation": "events", "from_date": day, "to_date": day, **more}
+
+
+def query_of(request) -> dict:
+    return {k: v for k, v in request.query.items()}
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+async def test_events_request_filters_and_summary(double, env):
+    double.events = [
+        event("Signed up", "u1", at(1, 9), country="US"),
+        event("Viewed page", "u1", at(1, 10), country="US"),
+        event("Signed up", "u2", at(2, 8), country="US"),
+        event("Signed up", "u3", at(2, 9), country="FR"),  # where excludes it
+        event("Purchased", "u1", at(2, 10), country="US"),  # event filter excludes it
+        event("Signed up", "u4", at(4, 0), country="US"),  # after to_date
+        event("Signed up", "u5", at(1, 0) - 1, country="US"),  # 2025-12-31 23:59:59 UTC
+    ]
+    async with stdio_client(env) as client:
+        result = await client.call_tool(
+            "export",
+            {
+                "operation": "events",
+                "from_date": "2026-01-01",
+                "to_date": "2026-01-03",
+                "event": ["Signed up", "Viewed page"],
+                "where": 'properties["country"] == "US"',
+                "limit": 10,
+            },
+        )
+        in_ms = await client.call_tool("export", one_day("2026-01-02", event="Purchased", time_in_ms=True))
+    data = structured(result)
+    first, second = double.received(EXPORT)
+    assert first.method == "GET"
+    assert query_of(first) == {
+        "project_id": str(PROJECT_ID),
+        "from_date": "2026-01-01",
+        "to_date": "2026-01-03",
+        "limit": "11",  # one more than asked, to learn whether more exist
+        "event": '["Signed up","Viewed page"]',
+        "where": 'properties["country"] == "US"',
+    }
+    assert first.basic_auth == (SA_USER, SA_SECRET)
+    assert first.body == b""
+    expected = [line(e) for e in double.events[:3]]
+    assert data["events"] == expected
+    assert data["returned"] == 3
+    assert data["more_may_exist"] is False
+    assert data["by_event"] == {"Signed up": 2, "Viewed page": 1}
+    assert data["distinct_users"] == 2
+    assert data["first_time"] == "2026-01-01T09:00:00Z"
+    assert data["last_time"] == "2026-01-02T08:00:00Z"
+    assert data["skipped_lines"] == 0
+    text = result.content[0].text
+    assert text.startswith(
+        "3 events from 2026-01-01 to 2026-01-03: 2 event name(s), top Signed up (2), Viewed page (1); "
+        "2 distinct user(s); times 2026-01-01T09:00:00Z to 2026-01-02T08:00:00Z.\n"
+    )
+    assert "more may exist" not in text
+
+    # A single event name becomes a one-item list; time_in_ms asks for and reads milliseconds.
+    assert query_of(second) == {
+        "project_id": str(PROJECT_ID),
+        "from_date": "2026-01-02",
+        "to_date": "2026-01-02",
+        "limit": "51",
+        "event": '["Purchased"]',
+        "time_in_ms": "true",
+    }
+    ms = structured(in_ms)
+    assert [e["properties"]["time"] for e in ms["events"]] == [at(2, 10) * 1000]
+    assert ms["first_time"] == ms["last_time"] == "2026-01-02T10:00:00Z"
+
+
+async def test_events_stop_reading_at_limit(double, env):
+    double.events = [event("Tick", f"u{i % 4}", at(5) + i) for i in range(30)]
+    # Mixpanel honours `limit`; an answer that ignored it must still not be read past limit + 1.
+    flood = "".join(json.dumps(line(event("Flood", "x", at(5) + i))) + "\n" for i in range(2000))
+    async with stdio_client(env) as client:
+        result = await client.call_tool("export", one_day("2026-01-05", limit=5))
+        default = await client.call_tool("export", one_day("2026-01-05"))
+        exact = await client.call_tool("export", one_day("2026-01-05", limit=30))
+        double.fail(EXPORT, 200, body=flood)
+        flooded = await client.call_tool("export", one_day("2026-01-05", limit=3))
+    data = structured(result)
+    assert [r.query["limit"] for r in double.received(EXPORT)] == ["6", "51", "31", "4"]
+    assert data["events"] == [line(e) for e in double.events[:5]]
+    assert data["returned"] == 5
+    assert data["more_may_exist"] is True
+    assert data["distinct_users"] == 4
+    assert "Read 5; more may exist — narrow dates/event/where or raise limit." in result.content[0].text
+
+    # Fewer events than the default 50 exist: all 30, and nothing more to fetch.
+    all_of_them = structured(default)
+    assert all_of_them["returned"] == 30 and all_of_them["more_may_exist"] is False
+    # Exactly `limit` events exist: Mixpanel sent limit + 1 = 31 at most, got 30, so none are left.
+    assert structured(exact)["more_may_exist"] is False
+
+    capped = structured(flooded)
+    assert [e["event"] for e in capped["events"]] == ["Flood"] * 3
+    assert [e["properties"]["time"] for e in capped["events"]] == [at(5), at(5) + 1, at(5) + 2]
+    assert capped["more_may_exist"] is True
+
+
+async def test_events_close_the_stream_once_limit_is_reached(double, env, monkeypatch):
+    """A stream that keeps going past limit + 1 (here: it stalls) is not waited for: reading stops at the limit."""
+    double.events = [event("Tick", "u1", at(5) + i) for i in range(30)]
+    monkeypatch.setattr(double_export, "EXPORT_STALL_AFTER", 10)  # 10 events, then the connection idles for 8 s
+    async with stdio_client(env) as client:
+        started = time.monotonic()
+        result = await client.call_tool("export", one_day("2026-01-05", limit=3))
+        elapsed = time.monotonic() - started
+    data = structured(result)
+    assert elapsed < 3
+    assert [e["properties"]["time"] for e in data["events"]] == [at(5), at(5) + 1, at(5) + 2]
+    assert data["more_may_exist"] is True
+    assert "interrupted" not in data
+
+
+async def test_truncated_stream_and_unreadable_lines_are_skipped(double, env, monkeypatch):
+    double.events = [event("Tick", "u1", at(6) + i) for i in range(5)]
+    monkeypatch.setattr(double_export, "EXPORT_CUT_AFTER", 3)  # the 4th line arrives half-written, then the end
+    body = (
+        json.dumps(line(double.events[0])) + "\n"
+        + "\n"
+        + "[terminated early]\n"
+        + '{"not an event": true}\n'
+        + "   \n"
+        + json.dumps(line(double.events[1])) + "\n"
+        + '{"event": "Tick", "properties": {"ti'
+    )
+    async with stdio_client(env) as client:
+        cut = await client.call_tool("export", one_day("2026-01-06"))
+        double.fail(EXPORT, 200, body=body)
+        noisy = await client.call_tool("export", one_day("2026-01-06"))
+    data = structured(cut)
+    assert data["events"] == [line(e) for e in double.events[:3]]
+    assert data["skipped_lines"] == 1
+    assert data["more_may_exist"] is False
+    assert "Skipped 1 unreadable line(s)." in cut.content[0].text
+
+    messy = structured(noisy)
+    assert messy["events"] == [line(double.events[0]), line(double.events[1])]
+    assert messy["skipped_lines"] == 3
+    assert "Skipped 3 unreadable line(s)." in noisy.content[0].text
+
+
+async def test_export_errors_become_clear_messages(double, env):
+    double.events = [event("Tick", "u1", at(7))]
+    async with stdio_client(env) as client:
+        bad_where = await client.call_tool("export", one_day("2026-01-07", where="properties[country] ~ 1"))
+        double.fail(EXPORT, 400, body="Invalid date range: to_date is in the future")
+        plain = await client.call_tool("export", one_day("2026-01-07"))
+        double.fail(EXPORT, 503, times=2)
+        retried = await client.call_tool("export", one_day("2026-01-07"))
+        double.fail(EXPORT, 429, body="rate limited", headers={"Retry-After": "3600"})
+        limited = await client.call_tool("export", one_day("2026-01-07"))
+        double.fail(EXPORT, 403, body={"error": "not allowed to export"})
+        denied = await client.call_tool("export", one_day("2026-01-07"))
+    assert error_text(bad_where) == (
+        "Mixpanel rejected the request (400 on /export). Mixpanel said: \"invalid 'where' expression: "
+        "properties[country] ~ 1\". Fix the arguments; do not retry as is."
+    )
+    assert 'Mixpanel said: "Invalid date range: to_date is in the future"' in error_text(plain)
+    assert structured(retried)["returned"] == 1
+    text = error_text(limited)
+    assert "Export API limit" in text and "retry in 60 min" in text and "rate limited" in text
+    text = error_text(denied)
+    assert "403" in text and "not allowed to export" in text and "may export data" in text
+    # bad where, plain 400, 503 + 503 + success, 429 (not slept through), 403
+    assert len(double.received(EXPORT)) == 7
+
+
+async def test_events_invalid_arguments_send_nothing(double, env):
+    async with stdio_client(env) as client:
+        order = await client.call_tool("export", {"operation": "events", "from_date": "2026-02-01", "to_date": "2026-01-01"})
+        too_many = await client.call_tool("export", one_day("2026-01-01", limit=100_001))
+        output_file = await client.call_tool("export", one_day("2026-01-01", output_file="/tmp/x"))
+    assert "from_date 2026-02-01 is after to_date 2026-01-01" in error_text(order)
+    assert "limit" in error_text(too_many) and "100000" in error_text(too_many)
+    assert "output_file: unknown argument" in error_text(output_file)
+    assert double.received() == []
+
+
+async def test_legacy_secret_authenticates_export_without_project_id(double, double_url):
+    double.events = [event("Tick", "u1", at(8))]
+    env = server_env(
+        double_url, MIXPANEL_SERVICE_ACCOUNT_USERNAME=None, MIXPANEL_SERVICE_ACCOUNT_SECRET=None, MIXPANEL_API_SECRET=API_SECRET
+    )
+    async with stdio_client(env) as client:
+        result = await client.call_tool("export", one_day("2026-01-08"))
+    assert structured(result)["returned"] == 1
+    (request,) = double.received(EXPORT)
+    assert request.basic_auth == (API_SECRET, "")
+    assert "project_id" not in request.query
+
+
+# -- profiles ---------------------------------------------------------------------------------
+
+
+async def test_profiles_page_through_with_session_id(double, env, monkeypatch):
+    monkeypatch.setattr(double_export, "ENGAGE_PAGE_SIZE", 2)
+    double.profiles = {f"u{i}": {"plan": "pro" if i != 3 else "free", "n": i} for i in range(1, 9)}  # 7 on pro
+    where = 'properties["plan"] == "pro"'
+    async with stdio_client(env) as client:
+        everything = await client.call_tool("export", {"operation": "profiles", "where": where})
+        first_requests = double.received(ENGAGE)
+        capped = await client.call_tool("export", {"operation": "profiles", "where": where, "limit": 3})
+        data = structured(capped)
+        resumed = await client.call_tool(
+            "export",
+            {"operation": "profiles", "where": where, "session_id": data["session_id"], "page": data["next_page"], "limit": 4},
+        )
+    forms = [r.form for r in first_requests]
+    session = forms[1]["session_id"]
+    assert forms == [
+        {"where": where},
+        {"where": where, "session_id": session, "page": "1"},
+        {"where": where, "session_id": session, "page": "2"},
+        {"where": where, "session_id": session, "page": "3"},
+    ]
+    assert all(r.method == "POST" and r.query == {"project_id": str(PROJECT_ID)} for r in first_requests)
+    assert all(r.headers["content-type"] == "application/x-www-form-urlencoded" for r in first_requests)
+    assert all(r.basic_auth == (SA_USER, SA_SECRET) for r in first_requests)
+    full = structured(everything)
+    expected_ids = ["u1", "u2", "u4", "u5", "u6", "u7", "u8"]
+    assert [p["$distinct_id"] for p in full["profiles"]] == expected_ids
+    assert full["profiles"][0] == {"$distinct_id": "u1", "$properties": {"plan": "pro", "n": 1}}
+    assert (full["returned"], full["total"], full["pages"], full["more_may_exist"]) == (7, 7, 4, False)
+    assert everything.content[0].text.startswith("7 of 7 profile(s) in 4 page(s).")
+
+    # limit 3: two pages read (4 profiles), cut to 3; page 1 was cut, so it is the one to ask for again.
+    assert [p["$distinct_id"] for p in data["profiles"]] == expected_ids[:3]
+    assert (data["returned"], data["pages"], data["more_may_exist"], data["next_page"]) == (3, 2, True, 1)
+    assert (
+        f"Read 3; more may exist — continue with session_id={data['session_id']} page=1, raise limit or narrow where."
+        in capped.content[0].text
+    )
+    later = double.received(ENGAGE)[len(first_requests):]
+    assert [r.form.get("page") for r in later] == [None, "1", "1", "2"]
+    assert later[2].form["session_id"] == later[3].form["session_id"] == data["session_id"]
+    again = structured(resumed)
+    assert [p["$distinct_id"] for p in again["profiles"]] == expected_ids[2:6]
+    assert (again["pages"], again["more_may_exist"], again["next_page"]) == (2, True, 3)
+
+
+async def test_profiles_selectors_are_sent_as_mixpanel_wants(double, env):
+    double.profiles = {"u1": {"plan": "pro", "$email": "a@x.io"}, "u2": {"plan": "free", "$email": "b@x.io"}, "u3": {"plan": "pro"}}
+    double.group_profiles = {
+        ("company_id", "acme"): {"name": "Acme"},
+        ("company_id", "initech"): {"name": "Initech"},
+        ("team", "t1"): {},
+    }
+    double.cohorts.append({"id": 2000, "name": "Paying", "count": 2, "members": ["u1", "u3"]})
+    async with stdio_client(env) as client:
+        by_ids = await client.call_tool(
+            "export", {"operation": "profiles", "distinct_ids": ["u1", "u2"], "output_properties": ["$email"]}
+        )
+        one = await client.call_tool("export", {"operation": "profiles", "distinct_id": "u3"})
+        as_text = await client.call_tool("export", {"operation": "profiles", "distinct_ids": '["u2"]'})
+        cohort = await client.call_tool("export", {"operation": "profiles", "filter_by_cohort": 2000})
+        groups = await client.call_tool("export", {"operation": "profiles", "data_group_id": "company_id"})
+        page_without_session = await client.call_tool("export", {"operation": "profiles", "page": 1})
+        both = await client.call_tool("export", {"operation": "profiles", "distinct_id": "u1", "distinct_ids": ["u2"]})
+    forms = [r.form for r in double.received(ENGAGE)]
+    assert forms == [
+        {"distinct_ids": '["u1","u2"]', "output_properties": '["$email"]'},
+        {"distinct_id": "u3"},
+        {"distinct_ids": '["u2"]'},
+        {"filter_by_cohort": '{"id":2000}'},
+        {"data_group_id": "company_id"},
+    ]
+    assert structured(by_ids)["profiles"] == [
+        {"$distinct_id": "u1", "$properties": {"$email": "a@x.io"}},
+        {"$distinct_id": "u2", "$properties": {"$email": "b@x.io"}},
+    ]
+    assert structured(one)["profiles"] == [{"$distinct_id": "u3", "$properties": {"plan": "pro"}}]
+    assert [p["$distinct_id"] for p in structured(as_text)["profiles"]] == ["u2"]
+    assert [p["$distinct_id"] for p in structured(cohort)["profiles"]] == ["u1", "u3"]
+    group_data = structured(groups)
+    assert [p["$distinct_id"] for p in group_data["profiles"]] == ["acme", "initech"]
+    assert groups.content[0].text.startswith("2 of 2 group profile(s) in 1 page(s).")
+    assert "page > 0 needs the session_id" in error_text(page_without_session)
+    assert "distinct_id or distinct_ids, not both" in error_text(both)
+
+
+async def test_profiles_double_refuses_a_page_without_session(double, env):
+    """The double's own rule, checked over HTTP: a later page without session_id is a 400 with the Query error shape."""
+    import httpx2
+
+    from mixpanel_mcp.client.http import basic_auth
+
+    url = env["MIXPANEL_QUERY_URL"] + "/query/engage"
+    auth = {"Authorization": basic_auth(SA_USER, SA_SECRET)}
+    response = httpx2.post(url, params={"project_id": PROJECT_ID}, data={"page": "2"}, headers=auth)
+    assert response.status_code == 400
+    assert response.json()["error"] == "session_id is required when page > 0"
+
+
+# -- cohorts and activity ---------------------------------------------------------------------
+
+
+async def test_cohorts_and_activity(double, env):
+    double.cohorts.append({"id": 2001, "name": "Churn risk", "count": 12, "description": "", "created": "2026-01-02 10:00:00",
+                           "is_visible": 0, "project_id": PROJECT_ID, "members": ["u9"]})
+    double.events = [
+        event("Signed up", "u1", at(10, 9), plan="pro"),
+        event("Viewed page", "u2", at(10, 10)),
+        event("Viewed page", "u1", at(11, 9)),
+        event("Viewed page", "u3", at(11, 9)),  # another user
+        event("Viewed page", "u1", at(13, 9)),  # after to_date
+    ]
+    async with stdio_client(env) as client:
+        cohorts = await client.call_tool("export", {"operation": "cohorts"})
+        activity = await client.call_tool(
+            "export", {"operation": "activity", "distinct_ids": ["u1", "u2"], "from_date": "2026-01-10", "to_date": "2026-01-12"}
+        )
+        missing = await client.call_tool("export", {"operation": "activity", "from_date": "2026-01-10", "to_date": "2026-01-12"})
+
+    (cohort_request,) = double.received("/api/query/cohorts/list")
+    assert cohort_request.method == "POST"
+    assert cohort_request.query == {"project_id": str(PROJECT_ID)}
+    assert cohort_request.basic_auth == (SA_USER, SA_SECRET)
+    assert cohort_request.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert cohort_request.body == b""
+    data = structured(cohorts)
+    assert data["count"] == 2
+    assert data["cohorts"][1] == {"id": 2001, "name": "Churn risk", "count": 12, "description": "", "created": "2026-01-02 10:00:00",
+                                  "is_visible": 0, "project_id": PROJECT_ID}
+    assert cohorts.content[0].text.startswith("2 cohort(s): Power users (id 1000, 150 users); Churn risk (id 2001, 12 users).")
+
+    (stream_request,) = double.received("/api/query/stream/query")
+    assert stream_request.method == "GET"
+    assert stream_request.basic_auth == (SA_USER, SA_SECRET)
+    assert stream_request.query == {
+        "project_id": str(PROJECT_ID),
+        "distinct_ids": '["u1","u2"]',
+        "from_date": "2026-01-10",
+        "to_date": "2026-01-12",
+    }
+    feed = structured(activity)
+    assert feed["events"] == [
+        {"event": "Signed up", "properties": {"time": at(10, 9), "$distinct_id": "u1", "plan": "pro"}},
+        {"event": "Viewed page", "properties": {"time": at(10, 10), "$distinct_id": "u2"}},
+        {"event": "Viewed page", "properties": {"time": at(11, 9), "$distinct_id": "u1"}},
+    ]
+    assert feed["by_event"] == {"Viewed page": 2, "Signed up": 1}
+    assert activity.content[0].text.startswith(
+        "3 event(s) of 2 user(s) from 2026-01-10 to 2026-01-12; top Viewed page (2), Signed up (1)."
+    )
+    assert "distinct_ids: Field required" in error_text(missing)
+
+
+async def test_query_errors_on_profiles_and_activity(double, env):
+    async with stdio_client(env) as client:
+        double.fail(ENGAGE, 401, body={"request": "/api/query/engage", "error": "Invalid username or password"})
+        rejected = await client.call_tool("export", {"operation": "profiles"})
+        double.fail("/api/query/stream/query", 400, body={"error": "Date range exceeds 365 days into the past"})
+        too_old = await client.call_tool(
+            "export", {"operation": "activity", "distinct_ids": ["u1"], "from_date": "2024-01-01", "to_date": "2024-01-02"}
+        )
+    text = error_text(rejected)
+    assert "rejected the service account" in text and "Invalid username or password" in text
+    assert 'Mixpanel said: "Date range exceeds 365 days into the past"' in error_text(too_old)
