@@ -73,7 +73,8 @@ class MixpanelTool(Tool):
         op = next(iter(self.ops.values())) if self.group.single else self.ops[args.operation]
         state: AppState = context.request_context.lifespan_context
         run = Run(client=state.client, settings=state.settings, progress=context.report_progress)
-        token = call_stats.set(CallStats())
+        stats = CallStats()
+        token = call_stats.set(stats)
         try:
             result = await op.handler(run, args)
         except MixpanelError as exc:
@@ -81,6 +82,10 @@ class MixpanelTool(Tool):
         finally:
             call_stats.reset(token)
         data, _ = bound(clean(result.data), result.narrow_hint)
+        if stats.cached:
+            data["cached"] = True
+        if stats.budget:
+            data["budget"] = stats.budget
         return CallToolResult(
             content=[TextContent(type="text", text=render(clean(result.summary), data))],
             structured_content=data,

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import replace
 
 from mixpanel_mcp import __version__
 from mixpanel_mcp.config import ENV_VARS, ConfigError, is_loopback, load_settings
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from mixpanel_mcp.server import build_server, serve_http
 
-    server = build_server(settings)
+    # Over HTTP the agent is not on this machine: its tools must not read or write files here.
+    server = build_server(replace(settings, local_files=args.transport == "stdio"))
     if args.transport == "stdio":
         server.run()
         return

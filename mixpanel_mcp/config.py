@@ -57,6 +57,9 @@ class Settings:
     export_url: str = REGION_URLS[Region.US][2]
     retry: RetrySettings = field(default_factory=RetrySettings)
     timeout: float = 130.0
+    # Tools may read and write files on this machine (import from a file, export to a file): true for a
+    # local stdio server, false for an HTTP endpoint, where the machine is not the agent's.
+    local_files: bool = True
 
     @property
     def has_service_account(self) -> bool:

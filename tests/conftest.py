@@ -6,6 +6,7 @@ holding the SDK client would be torn down in another task than the one that ente
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -112,6 +113,13 @@ def http_server(double_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def stored_event(name: str, user: str, at: str | float, **properties: Any) -> dict[str, Any]:
+    """An event as the double stores it; `at` is epoch seconds, or an ISO datetime taken as UTC (whole seconds)."""
+    if isinstance(at, str):
+        at = int(dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC).timestamp())
+    return {"event": name, "properties": {"time": at, "distinct_id": user, **properties}}
 
 
 def structured(result: Any) -> dict[str, Any]:

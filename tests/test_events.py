@@ -5,8 +5,7 @@ import time
 
 import pytest
 
-from mixpanel_mcp.double.reports import stored_event
-from tests.conftest import API_SECRET, SA_SECRET, SA_USER, error_text, server_env, stdio_client, structured
+from tests.conftest import API_SECRET, SA_SECRET, SA_USER, error_text, server_env, stdio_client, stored_event, structured
 
 pytestmark = pytest.mark.asyncio
 
@@ -26,13 +25,13 @@ def january(double):
     """Signed up: 01-05 x2 (US, DE), 01-06 US, 01-07 US; outside the range: 01-04, 01-08. Logged in: 01-06."""
     double.events.extend(
         [
-            stored_event("Signed up", "2026-01-04T23:59:59", "u5", country="US"),
-            stored_event("Signed up", "2026-01-05T10:00:00", "u1", country="US", plan="pro"),
-            stored_event("Signed up", "2026-01-05T11:00:00", "u2", country="DE"),
-            stored_event("Signed up", "2026-01-06T09:00:00", "u1", country="US"),
-            stored_event("Logged in", "2026-01-06T12:00:00", "u1", country="US"),
-            stored_event("Signed up", "2026-01-07T23:59:59", "u3", country="US"),
-            stored_event("Signed up", "2026-01-08T00:00:00", "u4", country="US"),
+            stored_event("Signed up", "u5", "2026-01-04T23:59:59", country="US"),
+            stored_event("Signed up", "u1", "2026-01-05T10:00:00", country="US", plan="pro"),
+            stored_event("Signed up", "u2", "2026-01-05T11:00:00", country="DE"),
+            stored_event("Signed up", "u1", "2026-01-06T09:00:00", country="US"),
+            stored_event("Logged in", "u1", "2026-01-06T12:00:00", country="US"),
+            stored_event("Signed up", "u3", "2026-01-07T23:59:59", country="US"),
+            stored_event("Signed up", "u4", "2026-01-08T00:00:00", country="US"),
         ]
     )
 
@@ -41,10 +40,10 @@ async def test_names_top_and_counts_by_interval_from_recent_events(double, env):
     now = time.time()
     today = dt.datetime.fromtimestamp(now, dt.UTC).date()
     double.events.extend(
-        [stored_event("Viewed page", now, "u1") for _ in range(6)]
-        + [stored_event("Signed up", now, user) for user in ("u1", "u2", "u2")]
-        + [stored_event("Signed up", now - 86_400, user) for user in ("u3", "u4")]
-        + [stored_event("Old", now - 40 * 86_400, "u9") for _ in range(10)]
+        [stored_event("Viewed page", "u1", now) for _ in range(6)]
+        + [stored_event("Signed up", user, now) for user in ("u1", "u2", "u2")]
+        + [stored_event("Signed up", user, now - 86_400) for user in ("u3", "u4")]
+        + [stored_event("Old", "u9", now - 40 * 86_400) for _ in range(10)]
     )
     async with stdio_client(env) as client:
         names = await client.call_tool("events", {"operation": "names"})

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from mixpanel_mcp.double import export as double_export
-from tests.conftest import API_SECRET, PROJECT_ID, SA_SECRET, SA_USER, error_text, server_env, stdio_client, structured
+from tests.conftest import API_SECRET, PROJECT_ID, SA_SECRET, SA_USER, error_text, server_env, stdio_client, stored_event, structured
 
 pytestmark = pytest.mark.asyncio
 
@@ -17,10 +17,6 @@ ENGAGE = "/api/query/engage"
 
 def at(day: int, hour: int = 12, minute: int = 0) -> int:
     return int(dt.datetime(2026, 1, day, hour, minute, tzinfo=dt.UTC).timestamp())
-
-
-def event(name: str, user: str, time: int, **properties: object) -> dict:
-    return {"event": name, "properties": {"time": time, "distinct_id": user, **properties}}
 
 
 def line(e: dict) -> dict:
@@ -42,13 +38,13 @@ def query_of(request) -> dict:
 
 async def test_events_request_filters_and_summary(double, env):
     double.events = [
-        event("Signed up", "u1", at(1, 9), country="US"),
-        event("Viewed page", "u1", at(1, 10), country="US"),
-        event("Signed up", "u2", at(2, 8), country="US"),
-        event("Signed up", "u3", at(2, 9), country="FR"),  # where excludes it
-        event("Purchased", "u1", at(2, 10), country="US"),  # event filter excludes it
-        event("Signed up", "u4", at(4, 0), country="US"),  # after to_date
-        event("Signed up", "u5", at(1, 0) - 1, country="US"),  # 2025-12-31 23:59:59 UTC
+        stored_event("Signed up", "u1", at(1, 9), country="US"),
+        stored_event("Viewed page", "u1", at(1, 10), country="US"),
+        stored_event("Signed up", "u2", at(2, 8), country="US"),
+        stored_event("Signed up", "u3", at(2, 9), country="FR"),  # where excludes it
+        stored_event("Purchased", "u1", at(2, 10), country="US"),  # event filter excludes it
+        stored_event("Signed up", "u4", at(4, 0), country="US"),  # after to_date
+        stored_event("Signed up", "u5", at(1, 0) - 1, country="US"),  # 2025-12-31 23:59:59 UTC
     ]
     async with stdio_client(env) as client:
         result = await client.call_tool(
@@ -107,9 +103,9 @@ async def test_events_request_filters_and_summary(double, env):
 
 
 async def test_events_stop_reading_at_limit(double, env):
-    double.events = [event("Tick", f"u{i % 4}", at(5) + i) for i in range(30)]
+    double.events = [stored_event("Tick", f"u{i % 4}", at(5) + i) for i in range(30)]
     # Mixpanel honours `limit`; an answer that ignored it must still not be read past limit + 1.
-    flood = "".join(json.dumps(line(event("Flood", "x", at(5) + i))) + "\n" for i in range(2000))
+    flood = "".join(json.dumps(line(stored_event("Flood", "x", at(5) + i))) + "\n" for i in range(2000))
     async with stdio_client(env) as client:
         result = await client.call_tool("export", one_day("2026-01-05", limit=5))
         default = await client.call_tool("export", one_day("2026-01-05"))
@@ -138,7 +134,7 @@ async def test_events_stop_reading_at_limit(double, env):
 
 async def test_events_close_the_stream_once_limit_is_reached(double, env, monkeypatch):
     """A stream that keeps going past limit + 1 (here: it stalls) is not waited for: reading stops at the limit."""
-    double.events = [event("Tick", "u1", at(5) + i) for i in range(30)]
+    double.events = [stored_event("Tick", "u1", at(5) + i) for i in range(30)]
     monkeypatch.setattr(double_export, "EXPORT_STALL_AFTER", 10)  # 10 events, then the connection idles for 8 s
     async with stdio_client(env) as client:
         started = time.monotonic()
@@ -152,7 +148,7 @@ async def test_events_close_the_stream_once_limit_is_reached(double, env, monkey
 
 
 async def test_truncated_stream_and_unreadable_lines_are_skipped(double, env, monkeypatch):
-    double.events = [event("Tick", "u1", at(6) + i) for i in range(5)]
+    double.events = [stored_event("Tick", "u1", at(6) + i) for i in range(5)]
     monkeypatch.setattr(double_export, "EXPORT_CUT_AFTER", 3)  # the 4th line arrives half-written, then the end
     body = (
         json.dumps(line(double.events[0])) + "\n"
@@ -180,7 +176,7 @@ async def test_truncated_stream_and_unreadable_lines_are_skipped(double, env, mo
 
 
 async def test_export_errors_become_clear_messages(double, env):
-    double.events = [event("Tick", "u1", at(7))]
+    double.events = [stored_event("Tick", "u1", at(7))]
     async with stdio_client(env) as client:
         bad_where = await client.call_tool("export", one_day("2026-01-07", where="properties[country] ~ 1"))
         double.fail(EXPORT, 400, body="Invalid date range: to_date is in the future")
@@ -217,7 +213,7 @@ async def test_events_invalid_arguments_send_nothing(double, env):
 
 
 async def test_legacy_secret_authenticates_export_without_project_id(double, double_url):
-    double.events = [event("Tick", "u1", at(8))]
+    double.events = [stored_event("Tick", "u1", at(8))]
     env = server_env(
         double_url, MIXPANEL_SERVICE_ACCOUNT_USERNAME=None, MIXPANEL_SERVICE_ACCOUNT_SECRET=None, MIXPANEL_API_SECRET=API_SECRET
     )
@@ -338,11 +334,11 @@ async def test_cohorts_and_activity(double, env):
     double.cohorts.append({"id": 2001, "name": "Churn risk", "count": 12, "description": "", "created": "2026-01-02 10:00:00",
                            "is_visible": 0, "project_id": PROJECT_ID, "members": ["u9"]})
     double.events = [
-        event("Signed up", "u1", at(10, 9), plan="pro"),
-        event("Viewed page", "u2", at(10, 10)),
-        event("Viewed page", "u1", at(11, 9)),
-        event("Viewed page", "u3", at(11, 9)),  # another user
-        event("Viewed page", "u1", at(13, 9)),  # after to_date
+        stored_event("Signed up", "u1", at(10, 9), plan="pro"),
+        stored_event("Viewed page", "u2", at(10, 10)),
+        stored_event("Viewed page", "u1", at(11, 9)),
+        stored_event("Viewed page", "u3", at(11, 9)),  # another user
+        stored_event("Viewed page", "u1", at(13, 9)),  # after to_date
     ]
     async with stdio_client(env) as client:
         cohorts = await client.call_tool("export", {"operation": "cohorts"})

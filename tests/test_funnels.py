@@ -1,19 +1,12 @@
 """funnels: list saved funnels and run one, end to end over stdio against the double's computed funnels."""
 
-import datetime as dt
-
 import pytest
 
-from tests.conftest import PROJECT_ID, SA_SECRET, SA_USER, error_text, server_env, stdio_client, structured
+from tests.conftest import PROJECT_ID, SA_SECRET, SA_USER, error_text, server_env, stdio_client, stored_event, structured
 
 pytestmark = pytest.mark.asyncio
 
 CHECKOUT = {"funnel_id": 42, "name": "Checkout", "steps": ["Viewed page", "Added to cart", "Purchased"]}
-
-
-def ev(name: str, user: str, when: str, **props: object) -> dict:
-    time = int(dt.datetime.fromisoformat(when).replace(tzinfo=dt.UTC).timestamp())
-    return {"event": name, "properties": {"time": time, "distinct_id": user, **props}}
 
 
 def add_checkout_events(double) -> None:
@@ -21,23 +14,23 @@ def add_checkout_events(double) -> None:
     double.events.extend(
         [
             # u1 converts fully on Jan 5, in 5 and 25 minutes.
-            ev("Viewed page", "u1", "2026-01-05T10:00", country="US"),
-            ev("Added to cart", "u1", "2026-01-05T10:05"),
-            ev("Purchased", "u1", "2026-01-05T10:30"),
+            stored_event("Viewed page", "u1", "2026-01-05T10:00", country="US"),
+            stored_event("Added to cart", "u1", "2026-01-05T10:05"),
+            stored_event("Purchased", "u1", "2026-01-05T10:30"),
             # u2 adds to cart 22 hours later and never buys.
-            ev("Viewed page", "u2", "2026-01-05T11:00", country="US"),
-            ev("Added to cart", "u2", "2026-01-06T09:00"),
+            stored_event("Viewed page", "u2", "2026-01-05T11:00", country="US"),
+            stored_event("Added to cart", "u2", "2026-01-06T09:00"),
             # u3 buys without adding to cart: out of order, so step 1 only.
-            ev("Viewed page", "u3", "2026-01-05T12:00", country="FR"),
-            ev("Purchased", "u3", "2026-01-05T12:10"),
+            stored_event("Viewed page", "u3", "2026-01-05T12:00", country="FR"),
+            stored_event("Purchased", "u3", "2026-01-05T12:10"),
             # u4 converts fully on Jan 6, in 10 and 10 minutes.
-            ev("Viewed page", "u4", "2026-01-06T08:00", country="DE"),
-            ev("Added to cart", "u4", "2026-01-06T08:10"),
-            ev("Purchased", "u4", "2026-01-06T08:20"),
+            stored_event("Viewed page", "u4", "2026-01-06T08:00", country="DE"),
+            stored_event("Added to cart", "u4", "2026-01-06T08:10"),
+            stored_event("Purchased", "u4", "2026-01-06T08:20"),
             # u5 never enters; u6 adds to cart 19 days later, outside the 14-day window.
-            ev("Added to cart", "u5", "2026-01-06T07:00"),
-            ev("Viewed page", "u6", "2026-01-06T09:00", country="US"),
-            ev("Added to cart", "u6", "2026-01-25T09:00"),
+            stored_event("Added to cart", "u5", "2026-01-06T07:00"),
+            stored_event("Viewed page", "u6", "2026-01-06T09:00", country="US"),
+            stored_event("Added to cart", "u6", "2026-01-25T09:00"),
         ]
     )
 

@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import PROJECT_ID, SA_SECRET, SA_USER, error_text, stdio_client, structured
-from tests.test_funnels import ev
+from tests.conftest import PROJECT_ID, SA_SECRET, SA_USER, error_text, stdio_client, stored_event, structured
 
 pytestmark = pytest.mark.asyncio
 
@@ -25,10 +24,10 @@ def assert_jql_request(request) -> dict:
 async def test_script_and_params_are_form_encoded_and_rows_returned(double, env):
     double.events.extend(
         [
-            ev("Signed up", "a", "2026-01-05T10:00"),
-            ev("Opened app", "a", "2026-01-05T11:00"),
-            ev("Opened app", "b", "2026-01-06T23:59"),
-            ev("Opened app", "b", "2026-01-07T00:00"),  # after to_date
+            stored_event("Signed up", "a", "2026-01-05T10:00"),
+            stored_event("Opened app", "a", "2026-01-05T11:00"),
+            stored_event("Opened app", "b", "2026-01-06T23:59"),
+            stored_event("Opened app", "b", "2026-01-07T00:00"),  # after to_date
         ]
     )
     params = {"from_date": "2026-01-05", "to_date": "2026-01-06", "label": "café & co = 1"}

@@ -2,31 +2,30 @@
 
 import pytest
 
-from tests.conftest import PROJECT_ID, SA_SECRET, SA_USER, error_text, stdio_client, structured
-from tests.test_funnels import ev
+from tests.conftest import PROJECT_ID, SA_SECRET, SA_USER, error_text, stdio_client, stored_event, structured
 
 pytestmark = pytest.mark.asyncio
 
 EVENTS = [
     # a: born Jan 5 10:00; opens 2 h (interval 0), 25 h and 47 h (interval 1) later.
-    ev("Signed up", "a", "2026-01-05T10:00"),
-    ev("Opened app", "a", "2026-01-05T12:00"),
-    ev("Opened app", "a", "2026-01-06T11:00"),
-    ev("Opened app", "a", "2026-01-07T09:00"),
+    stored_event("Signed up", "a", "2026-01-05T10:00"),
+    stored_event("Opened app", "a", "2026-01-05T12:00"),
+    stored_event("Opened app", "a", "2026-01-06T11:00"),
+    stored_event("Opened app", "a", "2026-01-07T09:00"),
     # b: born Jan 5 20:00; opens 49 h later (interval 2).
-    ev("Signed up", "b", "2026-01-05T20:00"),
-    ev("Opened app", "b", "2026-01-07T21:00"),
+    stored_event("Signed up", "b", "2026-01-05T20:00"),
+    stored_event("Opened app", "b", "2026-01-07T21:00"),
     # c: born Jan 6, never comes back. d: born Jan 6 09:00; opens 1 h (0) and 25 h (1) later.
-    ev("Signed up", "c", "2026-01-06T08:00"),
-    ev("Signed up", "d", "2026-01-06T09:00"),
-    ev("Opened app", "d", "2026-01-06T10:00"),
-    ev("Opened app", "d", "2026-01-07T10:00"),
+    stored_event("Signed up", "c", "2026-01-06T08:00"),
+    stored_event("Signed up", "d", "2026-01-06T09:00"),
+    stored_event("Opened app", "d", "2026-01-06T10:00"),
+    stored_event("Opened app", "d", "2026-01-07T10:00"),
     # e was born on Jan 1 (before the range), so signing up again on Jan 5 puts e in no cohort.
-    ev("Signed up", "e", "2026-01-01T10:00"),
-    ev("Signed up", "e", "2026-01-05T10:00"),
+    stored_event("Signed up", "e", "2026-01-01T10:00"),
+    stored_event("Signed up", "e", "2026-01-05T10:00"),
     # f only opens the app, twice on the same day.
-    ev("Opened app", "f", "2026-01-05T08:00"),
-    ev("Opened app", "f", "2026-01-05T09:00"),
+    stored_event("Opened app", "f", "2026-01-05T08:00"),
+    stored_event("Opened app", "f", "2026-01-05T09:00"),
 ]
 
 

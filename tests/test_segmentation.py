@@ -3,8 +3,7 @@
 import httpx2
 import pytest
 
-from mixpanel_mcp.double.reports import stored_event
-from tests.conftest import SA_SECRET, SA_USER, error_text, stdio_client, structured
+from tests.conftest import SA_SECRET, SA_USER, error_text, stdio_client, stored_event, structured
 
 pytestmark = pytest.mark.asyncio
 
@@ -28,14 +27,14 @@ def purchases(double):
     """In range: 02-01 u1 US 10, 02-01 u2 DE 25, 02-02 u1 US 30, 02-02 u3 US 12, 02-03 u2 FR 100; plus noise."""
     double.events.extend(
         [
-            stored_event("Purchase", "2026-01-31T23:59:59", "u1", country="US", price=1000),
-            stored_event("Purchase", "2026-02-01T10:00:00", "u1", country="US", price=10),
-            stored_event("Purchase", "2026-02-01T12:00:00", "u2", country="DE", price=25),
-            stored_event("Purchase", "2026-02-02T09:00:00", "u1", country="US", price=30),
-            stored_event("Purchase", "2026-02-02T10:00:00", "u3", country="US", price=12),
-            stored_event("Purchase", "2026-02-03T08:00:00", "u2", country="FR", price=100),
-            stored_event("Purchase", "2026-02-04T00:00:00", "u1", country="US", price=1000),
-            stored_event("Signed up", "2026-02-01T09:00:00", "u1", country="US", price=1000),
+            stored_event("Purchase", "u1", "2026-01-31T23:59:59", country="US", price=1000),
+            stored_event("Purchase", "u1", "2026-02-01T10:00:00", country="US", price=10),
+            stored_event("Purchase", "u2", "2026-02-01T12:00:00", country="DE", price=25),
+            stored_event("Purchase", "u1", "2026-02-02T09:00:00", country="US", price=30),
+            stored_event("Purchase", "u3", "2026-02-02T10:00:00", country="US", price=12),
+            stored_event("Purchase", "u2", "2026-02-03T08:00:00", country="FR", price=100),
+            stored_event("Purchase", "u1", "2026-02-04T00:00:00", country="US", price=1000),
+            stored_event("Signed up", "u1", "2026-02-01T09:00:00", country="US", price=1000),
         ]
     )
 
@@ -138,7 +137,7 @@ async def test_numeric_sum_and_average(double, env):
 
 async def test_many_segments_are_capped_with_a_count_and_a_hint(double, env):
     double.events.extend(
-        stored_event("Visit", "2026-02-01T10:00:00", f"u{i}", city=f"city-{i:02d}") for i in range(60) for _ in range(1 + (i < 3))
+        stored_event("Visit", f"u{i}", "2026-02-01T10:00:00", city=f"city-{i:02d}") for i in range(60) for _ in range(1 + (i < 3))
     )
     async with stdio_client(env) as client:
         result = await client.call_tool(

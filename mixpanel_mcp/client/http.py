@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -46,6 +46,8 @@ class CallStats:
 
     requests: int = 0
     retries: int = 0
+    cached: bool = False  # answered (at least in part) from the result cache
+    budget: dict[str, Any] = field(default_factory=dict)  # what is left of each rate budget, by API family
 
 
 call_stats: ContextVar[CallStats | None] = ContextVar("mixpanel_call_stats", default=None)

@@ -164,12 +164,10 @@ def check_imported(record: Any, now: float) -> dict[str, Any]:
 
 
 def import_payload(request: RecordedRequest) -> Any:
-    form = request.form
-    if form:
-        return json.loads(form["data"]) if "data" in form else None
-    if "application/x-ndjson" in request.headers.get("content-type", ""):
+    """As /track's, or NDJSON."""
+    if not request.form and "application/x-ndjson" in request.headers.get("content-type", ""):
         return [json.loads(line) for line in request.body.decode().splitlines() if line.strip()]
-    return request.json()
+    return track_payload(request)
 
 
 def import_error(status: int, message: str) -> JSONResponse:

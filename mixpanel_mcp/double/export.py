@@ -8,6 +8,7 @@ Test knobs, module-level (restore them after use, e.g. with pytest's monkeypatch
 - EXPORT_STALL_AFTER: ignore `limit`, send this many events, then hold the connection open without
   sending more (for up to STALL_SECONDS, or until the client hangs up), like a huge export in progress.
 Cohort members, for filter_by_cohort, are the distinct_ids in a cohort's "members" list (never listed).
+`where` is read by double/expressions.py; an expression it does not understand is a 400.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mixpanel_mcp.double.auth import query_auth, query_error
+from mixpanel_mcp.double.auth import query_auth
+from mixpanel_mcp.double.expressions import ExpressionError, condition
+from mixpanel_mcp.double.query import QueryError, query_route
 from mixpanel_mcp.double.state import DoubleState, RecordedRequest
 
 ENGAGE_PAGE_SIZE = 1000
@@ -36,31 +38,6 @@ EXPORT_MAX_LIMIT = 100_000
 # session_id -> the ordered profiles matched by the first page's query (Mixpanel caches them likewise)
 _sessions: dict[str, list[dict[str, Any]]] = {}
 _session_numbers = itertools.count(1)
-
-# where: `properties["k"] == <json literal>` (or !=, or defined(...)), joined by `and`
-_CLAUSE = re.compile(
-    r'^\s*(?:(?P<defined>(?:not\s+)?defined)\s*\(\s*(?:properties|user)\["(?P<dkey>[^"]+)"\]\s*\)'
-    r'|(?:properties|user)\["(?P<key>[^"]+)"\]\s*(?P<op>==|!=)\s*(?P<value>"[^"]*"|-?\d+(?:\.\d+)?|true|false))\s*$'
-)
-
-
-def parse_where(where: str | None) -> Callable[[dict[str, Any]], bool] | None:
-    """A predicate over a property dict for the simple expressions the double knows; None if unparseable."""
-    if not where:
-        return lambda properties: True
-    tests = []
-    for clause in re.split(r"\s+and\s+", where.strip()):
-        match = _CLAUSE.match(clause)
-        if match is None:
-            return None
-        if match["defined"]:
-            key, negate = match["dkey"], match["defined"].startswith("not")
-            tests.append(lambda p, key=key, negate=negate: (key in p) != negate)
-        else:
-            key, value, equal = match["key"], json.loads(match["value"]), match["op"] == "=="
-            tests.append(lambda p, key=key, value=value, equal=equal: (key in p and p[key] == value) == equal)
-    return lambda properties: all(test(properties) for test in tests)
-
 
 def _day(text: str | None) -> dt.date | None:
     try:
@@ -106,17 +83,18 @@ def _export(state: DoubleState) -> Callable[[Request], Any]:
         names = _json_param(q.get("event"))
         if names is _BAD or (names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names))):
             return PlainTextResponse("'event' must be a JSON array of event names", 400)
-        match = parse_where(q.get("where"))
-        if match is None:
-            return PlainTextResponse(f"invalid 'where' expression: {q.get('where')}", 400)
         limit_text = q.get("limit")
-        if limit_text is not None and (not limit_text.isdigit() or not 0 < int(limit_text) <= EXPORT_MAX_LIMIT):
-            return PlainTextResponse(f"'limit' must be a number from 1 to {EXPORT_MAX_LIMIT}", 400)
+        try:
+            match = condition(q.get("where"))
+            if limit_text is not None and (not limit_text.isdigit() or not 0 < int(limit_text) <= EXPORT_MAX_LIMIT):
+                return PlainTextResponse(f"'limit' must be a number from 1 to {EXPORT_MAX_LIMIT}", 400)
+            selected = [
+                e for e in sorted(state.events, key=lambda e: e.get("properties", {}).get("time", 0))
+                if _in_range(e, start, end) and (names is None or e.get("event") in names) and match(e.get("properties", {}))
+            ]
+        except ExpressionError:
+            return PlainTextResponse(f"invalid 'where' expression: {q.get('where')}", 400)
         in_ms = q.get("time_in_ms") == "true"
-        selected = [
-            e for e in sorted(state.events, key=lambda e: e.get("properties", {}).get("time", 0))
-            if _in_range(e, start, end) and (names is None or e.get("event") in names) and match(e.get("properties", {}))
-        ]
         stall_after = EXPORT_STALL_AFTER
         if limit_text is not None and stall_after is None:
             selected = selected[: int(limit_text)]
@@ -147,8 +125,8 @@ def _export(state: DoubleState) -> Callable[[Request], Any]:
 # -- POST /api/query/engage ---------------------------------------------------------------------
 
 
-def _matching_profiles(state: DoubleState, form: dict[str, str]) -> list[dict[str, Any]] | str:
-    """The profiles a first-page query selects, in a stable order; a string is an error message."""
+def _matching_profiles(state: DoubleState, form: dict[str, str]) -> list[dict[str, Any]]:
+    """The profiles a first-page query selects, in a stable order."""
     if "data_group_id" in form:
         key = form["data_group_id"]
         profiles = [(gid, p) for (gkey, gid), p in state.group_profiles.items() if gkey == key]
@@ -160,114 +138,92 @@ def _matching_profiles(state: DoubleState, form: dict[str, str]) -> list[dict[st
     elif "distinct_ids" in form:
         ids = _json_param(form["distinct_ids"])
         if not isinstance(ids, list):
-            return "distinct_ids must be a JSON array"
+            raise QueryError("distinct_ids must be a JSON array")
     cohort = _json_param(form.get("filter_by_cohort"))
     if cohort is _BAD or (cohort is not None and not isinstance(cohort, dict)):
-        return 'filter_by_cohort must be JSON like {"id": 123}'
+        raise QueryError('filter_by_cohort must be JSON like {"id": 123}')
     if cohort is not None:
         found = next((c for c in state.cohorts if c.get("id") == cohort.get("id")), None)
         if found is None:
-            return f"cohort {cohort.get('id')} not found"
+            raise QueryError(f"cohort {cohort.get('id')} not found")
         members = set(found.get("members", []))
         profiles = [(i, p) for i, p in profiles if i in members]
-    match = parse_where(form.get("where"))
-    if match is None:
-        return f"invalid where expression: {form.get('where')}"
-    wanted = _json_param(form.get("output_properties"))
-    if wanted is _BAD:
-        return "output_properties must be a JSON array"
-    results = []
-    for distinct_id, properties in sorted(profiles, key=lambda item: str(item[0])):
-        if ids is not None and distinct_id not in [str(i) for i in ids]:
-            continue
-        if not match(properties):
-            continue
-        shown = {k: v for k, v in properties.items() if wanted is None or k in wanted}
-        results.append({"$distinct_id": distinct_id, "$properties": shown})
+    try:
+        match = condition(form.get("where"))
+        wanted = _json_param(form.get("output_properties"))
+        if wanted is _BAD:
+            raise QueryError("output_properties must be a JSON array")
+        results = []
+        for distinct_id, properties in sorted(profiles, key=lambda item: str(item[0])):
+            if ids is not None and distinct_id not in [str(i) for i in ids]:
+                continue
+            if not match(properties):
+                continue
+            shown = {k: v for k, v in properties.items() if wanted is None or k in wanted}
+            results.append({"$distinct_id": distinct_id, "$properties": shown})
+    except ExpressionError:
+        raise QueryError(f"invalid where expression: {form.get('where')}") from None
     return results
 
 
-def _engage(state: DoubleState) -> Callable[[Request], Any]:
-    async def endpoint(request: Request) -> Response:
-        recorded: RecordedRequest = request.state.recorded
-        if (denied := query_auth(state, recorded)) is not None:
-            return denied
-        form = recorded.form
-        page_text = form.get("page", "0")
-        if not page_text.isdigit():
-            return query_error(recorded, 400, "page must be a non-negative integer")
-        page = int(page_text)
-        session_id = form.get("session_id")
-        if session_id is None:
-            if page > 0:
-                return query_error(recorded, 400, "session_id is required when page > 0")
-            matched = _matching_profiles(state, form)
-            if isinstance(matched, str):
-                return query_error(recorded, 400, matched)
-            session_id = f"{int(dt.datetime.now(dt.UTC).timestamp())}-{next(_session_numbers):06d}"
-            _sessions[session_id] = matched
-        elif session_id not in _sessions:
-            return query_error(recorded, 400, "request for page in uncached query for params")
-        everything = _sessions[session_id]
-        size = ENGAGE_PAGE_SIZE
-        results = everything[page * size : (page + 1) * size]
-        return JSONResponse(
-            {
-                "page": page,
-                "page_size": size,
-                "session_id": session_id,
-                "status": "ok",
-                "total": len(everything),
-                "results": results,
-            }
-        )
-
-    return endpoint
+def _engage(state: DoubleState, recorded: RecordedRequest) -> dict[str, Any]:
+    form = recorded.form
+    page_text = form.get("page", "0")
+    if not page_text.isdigit():
+        raise QueryError("page must be a non-negative integer")
+    page = int(page_text)
+    session_id = form.get("session_id")
+    if session_id is None:
+        if page > 0:
+            raise QueryError("session_id is required when page > 0")
+        matched = _matching_profiles(state, form)
+        session_id = f"{int(dt.datetime.now(dt.UTC).timestamp())}-{next(_session_numbers):06d}"
+        _sessions[session_id] = matched
+    elif session_id not in _sessions:
+        raise QueryError("request for page in uncached query for params")
+    everything = _sessions[session_id]
+    size = ENGAGE_PAGE_SIZE
+    return {
+        "page": page,
+        "page_size": size,
+        "session_id": session_id,
+        "status": "ok",
+        "total": len(everything),
+        "results": everything[page * size : (page + 1) * size],
+    }
 
 
 # -- POST /api/query/cohorts/list, GET /api/query/stream/query -----------------------------------
 
 
-def _cohorts(state: DoubleState) -> Callable[[Request], Any]:
-    async def endpoint(request: Request) -> Response:
-        recorded: RecordedRequest = request.state.recorded
-        if (denied := query_auth(state, recorded)) is not None:
-            return denied
-        return JSONResponse([{k: v for k, v in c.items() if k != "members"} for c in state.cohorts])
-
-    return endpoint
+def _cohorts(state: DoubleState) -> list[dict[str, Any]]:
+    return [{k: v for k, v in c.items() if k != "members"} for c in state.cohorts]
 
 
-def _stream(state: DoubleState) -> Callable[[Request], Any]:
-    async def endpoint(request: Request) -> Response:
-        recorded: RecordedRequest = request.state.recorded
-        if (denied := query_auth(state, recorded)) is not None:
-            return denied
-        q = recorded.query
-        ids = _json_param(q.get("distinct_ids"))
-        if not isinstance(ids, list) or not ids:
-            return query_error(recorded, 400, "distinct_ids is required: a JSON array of distinct ids")
-        start, end = _day(q.get("from_date")), _day(q.get("to_date"))
-        if start is None or end is None:
-            return query_error(recorded, 400, "from_date and to_date are required, as yyyy-mm-dd")
-        wanted = {str(i) for i in ids}
-        events = []
-        for event in sorted(state.events, key=lambda e: e.get("properties", {}).get("time", 0)):
-            properties = dict(event.get("properties", {}))
-            if str(properties.get("distinct_id")) not in wanted or not _in_range(event, start, end):
-                continue
-            properties["$distinct_id"] = properties.pop("distinct_id")
-            properties["time"] = int(properties["time"])
-            events.append({"event": event["event"], "properties": properties})
-        return JSONResponse({"status": "ok", "results": {"events": events}})
-
-    return endpoint
+def _stream(state: DoubleState, recorded: RecordedRequest) -> dict[str, Any]:
+    q = recorded.query
+    ids = _json_param(q.get("distinct_ids"))
+    if not isinstance(ids, list) or not ids:
+        raise QueryError("distinct_ids is required: a JSON array of distinct ids")
+    start, end = _day(q.get("from_date")), _day(q.get("to_date"))
+    if start is None or end is None:
+        raise QueryError("from_date and to_date are required, as yyyy-mm-dd")
+    wanted = {str(i) for i in ids}
+    events = []
+    for event in sorted(state.events, key=lambda e: e.get("properties", {}).get("time", 0)):
+        properties = dict(event.get("properties", {}))
+        if str(properties.get("distinct_id")) not in wanted or not _in_range(event, start, end):
+            continue
+        properties["$distinct_id"] = properties.pop("distinct_id")
+        properties["time"] = int(properties["time"])
+        events.append({"event": event["event"], "properties": properties})
+    return {"status": "ok", "results": {"events": events}}
 
 
 def routes(state: DoubleState) -> list[Route]:
     return [
         Route("/api/2.0/export", _export(state), methods=["GET"]),
-        Route("/api/query/engage", _engage(state), methods=["POST"]),
-        Route("/api/query/cohorts/list", _cohorts(state), methods=["POST"]),
-        Route("/api/query/stream/query", _stream(state), methods=["GET"]),
+        query_route(state, "/api/query/engage", lambda r: _engage(state, r), method="POST"),
+        query_route(state, "/api/query/cohorts/list", lambda r: _cohorts(state), method="POST"),
+        query_route(state, "/api/query/stream/query", lambda r: _stream(state, r)),
     ]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Annotated, Any, Self
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
 from mixpanel_mcp.tools._base import Args
@@ -61,14 +62,21 @@ def _id(value: str) -> str:
     return value
 
 
-def _json_list(value: Any) -> Any:
-    """Accept a JSON-encoded list where a list is expected (some clients send strings)."""
-    if isinstance(value, str) and value.strip().startswith("["):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
+def decoded(opening: str) -> Callable[[Any], Any]:
+    """Accept a JSON-encoded list ("[") or object ("{") where one is expected (some clients send strings)."""
+
+    def decode(value: Any) -> Any:
+        if isinstance(value, str) and value.strip().startswith(opening):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+
+    return decode
+
+
+json_list = decoded("[")
 
 
 Date = Annotated[str, BeforeValidator(_date)]
@@ -78,7 +86,7 @@ DistinctId = Annotated[
     str, Field(min_length=1, max_length=255, description="The user's distinct_id."), AfterValidator(_id)
 ]
 EventName = Annotated[str, Field(min_length=1, max_length=255, description="Event name.")]
-EventNames = Annotated[list[EventName], BeforeValidator(_json_list), Field(min_length=1, max_length=100)]
+EventNames = Annotated[list[EventName], BeforeValidator(json_list), Field(min_length=1, max_length=100)]
 Where = Annotated[
     str,
     Field(
@@ -88,7 +96,32 @@ Where = Annotated[
     ),
 ]
 On = Annotated[str, Field(min_length=1, max_length=10_000, description='Segment by expression, e.g. properties["country"].')]
-StringList = Annotated[list[str], BeforeValidator(_json_list)]
+StringList = Annotated[list[str], BeforeValidator(json_list)]
+
+
+CountType = Annotated[
+    Literal["general", "unique", "average"],
+    Field(description="unique = users; average = events per user."),
+]
+
+
+def optional(kind: Any) -> Any:
+    """`kind | None`: validated as nullable (one clear error), advertised as just `kind` (omitting it is the null)."""
+    return Annotated[kind | None, WithJsonSchema(TypeAdapter(kind).json_schema())]
+
+
+def top_limit() -> Any:
+    """The optional `limit` of reports segmented with `on`."""
+    return Field(None, ge=1, le=10_000, description="Top `on` values.")
+
+
+def check_order(from_date: str | None, to_date: str | None) -> None:
+    if from_date is not None and to_date is not None and from_date > to_date:
+        raise PydanticCustomError(
+            "date_order",
+            "from_date {from_date} is after to_date {to_date}",
+            {"from_date": from_date, "to_date": to_date, "example": "from_date=2026-01-01, to_date=2026-01-31"},
+        )
 
 
 class DateRange(Args):
@@ -97,10 +130,5 @@ class DateRange(Args):
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
-        if self.from_date > self.to_date:
-            raise PydanticCustomError(
-                "date_order",
-                "from_date {from_date} is after to_date {to_date}",
-                {"from_date": self.from_date, "to_date": self.to_date, "example": "from_date=2026-01-01, to_date=2026-01-31"},
-            )
+        check_order(self.from_date, self.to_date)
         return self

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from mixpanel_mcp.client import query
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._params import EventName, EventNames, FromDate, StringList, ToDate
-from mixpanel_mcp.tools.segmentation import (
-    NARROW_HINT,
-    CountType,
-    check_period,
-    fmt,
-    number,
-    optional,
-    ranked_series,
-    series_summary,
-)
+from mixpanel_mcp.tools._params import CountType, EventName, EventNames, FromDate, StringList, ToDate, check_order, optional
+from mixpanel_mcp.tools._series import fmt, listed, number, series_result
 
 group = ToolGroup(
     name="events",
@@ -52,7 +43,18 @@ class Period(Args):
 
     @model_validator(mode="after")
     def _period(self) -> Self:
-        check_period(self)
+        has_dates = self.from_date is not None or self.to_date is not None
+        if self.interval is not None and has_dates:
+            raise PydanticCustomError(
+                "period_conflict", "give from_date/to_date or interval, not both", {"example": "interval=7"}
+            )
+        if self.interval is None and (self.from_date is None or self.to_date is None):
+            raise PydanticCustomError(
+                "period_missing",
+                "needs from_date and to_date (or interval)",
+                {"example": "from_date=2026-01-01, to_date=2026-01-31"},
+            )
+        check_order(self.from_date, self.to_date)
         if self.type == "unique" and self.unit in ("minute", "hour"):
             raise PydanticCustomError(
                 "hourly_uniques", "Mixpanel has no unique counts by {unit}", {"unit": self.unit, "example": "unit=day"}
@@ -82,11 +84,6 @@ class PropertyCounts(Period):
     limit: int = Field(255, ge=1, le=10_000)
 
 
-def _quote(names: list[Any], shown: int = 10) -> str:
-    text = ", ".join(str(n) for n in names[:shown])
-    return text + (f", and {len(names) - shown} more" if len(names) > shown else "")
-
-
 def _period_text(args: Period) -> str:
     if args.interval is not None:
         return f"last {args.interval} {args.unit}(s)"
@@ -97,7 +94,7 @@ def _period_text(args: Period) -> str:
 async def names(run: Run, args: Ranked) -> Result:
     raw = await query.event_names(run.client, type=args.type, limit=args.limit)
     found = raw if isinstance(raw, list) else []
-    summary = f"{len(found)} event name(s) in the last 31 days" + (f": {_quote(found)}." if found else ".")
+    summary = f"{len(found)} event name(s) in the last 31 days" + (f": {listed(found)}." if found else ".")
     return Result(summary, {"names": found, "count": len(found)}, narrow_hint="lower limit")
 
 
@@ -116,18 +113,9 @@ async def top(run: Run, args: TopToday) -> Result:
 
 @group.operation("counts", Counts, access=Access.READ, needs=Needs.QUERY, summary="event is a list")
 async def counts(run: Run, args: Counts) -> Result:
-    raw = await query.event_counts(
-        run.client,
-        events=args.event,
-        type=args.type,
-        unit=args.unit,
-        from_date=args.from_date,
-        to_date=args.to_date,
-        interval=args.interval,
-    )
-    data = ranked_series(raw)
-    summary = series_summary(data, head=f"Event counts {_period_text(args)}", type=args.type, segmented=True, what="event")
-    return Result(summary, {"type": args.type, "unit": args.unit, **data}, narrow_hint=NARROW_HINT)
+    raw = await query.event_counts(run.client, **args.model_dump(exclude={"operation"}))
+    fields = {"type": args.type, "unit": args.unit}
+    return series_result(raw, fields, head=f"Event counts {_period_text(args)}", type=args.type, what="event")
 
 
 @group.operation("properties", Properties, access=Access.READ, needs=Needs.QUERY, summary="top property names")
@@ -147,25 +135,13 @@ async def properties(run: Run, args: Properties) -> Result:
 async def property_values(run: Run, args: PropertyValues) -> Result:
     raw = await query.event_property_values(run.client, event=args.event, name=args.name, limit=args.limit)
     found = raw if isinstance(raw, list) else []
-    summary = f"{len(found)} value(s) of {args.name} on {args.event}" + (f": {_quote(found)}." if found else ".")
+    summary = f"{len(found)} value(s) of {args.name} on {args.event}" + (f": {listed(found)}." if found else ".")
     return Result(summary, {"event": args.event, "name": args.name, "values": found}, narrow_hint="lower limit")
 
 
 @group.operation("property_counts", PropertyCounts, access=Access.READ, needs=Needs.QUERY, summary="")
 async def property_counts(run: Run, args: PropertyCounts) -> Result:
-    raw = await query.event_property_counts(
-        run.client,
-        event=args.event,
-        name=args.name,
-        values=args.values,
-        type=args.type,
-        unit=args.unit,
-        from_date=args.from_date,
-        to_date=args.to_date,
-        interval=args.interval,
-        limit=args.limit,
-    )
-    data = ranked_series(raw)
+    raw = await query.event_property_counts(run.client, **args.model_dump(exclude={"operation"}))
     head = f"{args.event} by {args.name}, {_period_text(args)}"
-    summary = series_summary(data, head=head, type=args.type, segmented=True, what="value")
-    return Result(summary, {"event": args.event, "name": args.name, "type": args.type, **data}, narrow_hint=NARROW_HINT)
+    fields = {"event": args.event, "name": args.name, "type": args.type}
+    return series_result(raw, fields, head=head, type=args.type, what="value")

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import Counter
 from typing import Annotated, Any, Self
 
-from pydantic import BeforeValidator, Field, TypeAdapter, WithJsonSchema, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
-from mixpanel_mcp.client.export import EXPORT_MAX_LIMIT, activity_stream, export_events, list_cohorts, query_profiles
+from mixpanel_mcp.client.export import EXPORT_MAX_LIMIT, Progress, activity_stream, export_events, list_cohorts, query_profiles
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._params import DateRange, Where
+from mixpanel_mcp.tools._params import DateRange, Where, json_list, optional
 
 group = ToolGroup(
     name="export",
@@ -24,21 +23,11 @@ PROFILES_MAX = 5000
 LIMIT_DOC = "Max items: events default 50 (max 100000), profiles default 100 (max 5000)."
 
 
-def optional(kind: Any) -> Any:
-    """`kind | None`: validated as nullable, advertised as just `kind` (leaving it out is the null)."""
-    return Annotated[kind | None, WithJsonSchema(TypeAdapter(kind).json_schema())]
-
-
 def _listish(value: Any) -> Any:
     """Where a list is expected: a JSON-encoded list is decoded, a single string becomes a one-item list."""
-    if isinstance(value, str):
-        if value.strip().startswith("["):
-            try:
-                return json.loads(value)
-            except ValueError:
-                return value
+    if isinstance(value, str) and not value.strip().startswith("["):
         return [value]
-    return value
+    return json_list(value)
 
 
 Name = Annotated[str, Field(min_length=1, max_length=255)]
@@ -70,6 +59,15 @@ def _distinct_id(properties: dict[str, Any]) -> str | None:
     return None if value in (None, "") else str(value)
 
 
+def _progress(run: Run, what: str) -> Progress:
+    """The client's progress callback: `done` items read so far, reported to the agent."""
+
+    async def report(done: int, total: int | None) -> None:
+        await run.progress(done, total, f"{done:,} {what} read")
+
+    return report
+
+
 # -- events ---------------------------------------------------------------------------------
 
 
@@ -82,19 +80,7 @@ class ExportEvents(DateRange):
 
 @group.operation("events", ExportEvents, access=Access.READ, needs=Needs.QUERY, summary="raw events, summarised")
 async def events(run: Run, args: ExportEvents) -> Result:
-    async def progress(done: int, total: int | None) -> None:
-        await run.progress(done, total, f"{done:,} events read")
-
-    read = await export_events(
-        run.client,
-        from_date=args.from_date,
-        to_date=args.to_date,
-        limit=args.limit,
-        event=args.event,
-        where=args.where,
-        time_in_ms=args.time_in_ms,
-        progress=progress,
-    )
+    read = await export_events(run.client, **args.model_dump(exclude={"operation"}), progress=_progress(run, "events"))
     by_name = Counter(e["event"] for e in read.events)
     users = {_distinct_id(e["properties"]) for e in read.events} - {None}
     times = [t for e in read.events if isinstance(t := e["properties"].get("time"), (int, float)) and not isinstance(t, bool)]
@@ -162,22 +148,7 @@ class ExportProfiles(Args):
 
 @group.operation("profiles", ExportProfiles, access=Access.READ, needs=Needs.QUERY, summary="user or group profiles, paged")
 async def profiles(run: Run, args: ExportProfiles) -> Result:
-    async def progress(done: int, total: int | None) -> None:
-        await run.progress(done, total, f"{done:,} profiles read")
-
-    found = await query_profiles(
-        run.client,
-        limit=args.limit,
-        distinct_id=args.distinct_id,
-        distinct_ids=args.distinct_ids,
-        where=args.where,
-        data_group_id=args.data_group_id,
-        output_properties=args.output_properties,
-        filter_by_cohort=args.filter_by_cohort,
-        session_id=args.session_id,
-        page=args.page,
-        progress=progress,
-    )
+    found = await query_profiles(run.client, **args.model_dump(exclude={"operation"}), progress=_progress(run, "profiles"))
     kind = "group profile(s)" if args.data_group_id else "profile(s)"
     of_total = f" of {found.total:,}" if isinstance(found.total, int) else ""
     summary = f"{len(found.results):,}{of_total} {kind} in {found.pages} page(s)."

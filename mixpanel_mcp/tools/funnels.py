@@ -7,9 +7,10 @@ from typing import Any, Literal, Self
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from mixpanel_mcp.client import reports
+from mixpanel_mcp.client import query
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._params import DateRange, On, Where
+from mixpanel_mcp.tools._params import DateRange, On, Where, top_limit
+from mixpanel_mcp.tools._series import listed
 
 group = ToolGroup(
     name="funnels",
@@ -33,7 +34,7 @@ class FunnelQuery(DateRange):
     unit: Literal["day", "week", "month"] | None = None
     on: On | None = None
     where: Where | None = None
-    limit: int | None = Field(None, ge=1, le=10_000, description="Top `on` values.")
+    limit: int | None = top_limit()
 
     @model_validator(mode="after")
     def _window(self) -> Self:
@@ -48,16 +49,15 @@ class FunnelQuery(DateRange):
 
 @group.operation("list", FunnelList, access=Access.READ, needs=Needs.QUERY, summary="")
 async def list_funnels(run: Run, args: FunnelList) -> Result:
-    body = await reports.list_funnels(run.client)
+    body = await query.list_funnels(run.client)
     funnels = [
         {"funnel_id": f.get("funnel_id"), "name": f.get("name")} for f in (body if isinstance(body, list) else []) if isinstance(f, dict)
     ]
     if not funnels:
         summary = "The project has no saved funnels."
     else:
-        shown = ", ".join(f"{f['name']} ({f['funnel_id']})" for f in funnels[:10])
-        more = f", and {len(funnels) - 10} more" if len(funnels) > 10 else ""
-        summary = f"{len(funnels)} saved funnel(s): {shown}{more}."
+        names = [f"{f['name']} ({f['funnel_id']})" for f in funnels]
+        summary = f"{len(funnels)} saved funnel(s): {listed(names)}."
     return Result(summary=summary, data={"funnels": funnels, "count": len(funnels)})
 
 
@@ -69,7 +69,7 @@ async def list_funnels(run: Run, args: FunnelList) -> Result:
     summary="step counts and conversion, per date and summed",
 )
 async def query_funnel(run: Run, args: FunnelQuery) -> Result:
-    body = await reports.funnel(run.client, **args.model_dump(exclude={"operation"}))
+    body = await query.funnel(run.client, **args.model_dump(exclude={"operation"}))
     data = summarize(body, args)
     return Result(summary=_sentence(data, args), data=data, narrow_hint="narrow from_date/to_date, use a larger unit, or lower limit")
 

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from mixpanel_mcp.client import query
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools.segmentation import MAX_SEGMENTS, by_date, fmt, number, tidy, with_raw
+from mixpanel_mcp.tools._series import MAX_SEGMENTS, by_date, fmt, number, tidy, with_raw
 
 group = ToolGroup(
     name="insights",

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
-from mixpanel_mcp.client import reports
+from mixpanel_mcp.client import query
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
+from mixpanel_mcp.tools._params import decoded
 
 group = ToolGroup(
     name="jql",
@@ -21,16 +22,6 @@ group = ToolGroup(
 )
 
 
-def _json_object(value: Any) -> Any:
-    """Accept params sent as a JSON-encoded object string."""
-    if isinstance(value, str) and value.strip().startswith("{"):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
 class JqlArgs(Args):
     script: str = Field(
         min_length=1,
@@ -38,14 +29,14 @@ class JqlArgs(Args):
         description="JavaScript defining main().",
         examples=['function main() { return Events(params).groupBy(["name"], mixpanel.reducer.count()); }'],
     )
-    params: Annotated[dict[str, Any] | None, BeforeValidator(_json_object)] = Field(
+    params: Annotated[dict[str, Any] | None, BeforeValidator(decoded("{"))] = Field(
         None, description="The script's `params` global."
     )
 
 
 @group.operation("run", JqlArgs, access=Access.READ, needs=Needs.QUERY, summary="run a JQL script")
 async def run_jql(run: Run, args: JqlArgs) -> Result:
-    body = await reports.jql(run.client, args.script, args.params)
+    body = await query.jql(run.client, args.script, args.params)
     rows = body if isinstance(body, list) else [body]
     summary = f"JQL returned {len(rows):,} row(s)."
     if rows:

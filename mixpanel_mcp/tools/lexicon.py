@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, Field, TypeAdapter, WithJsonSchema, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
 from mixpanel_mcp.client.lexicon import delete_schemas, list_schemas, upload_schema, upload_schemas
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
+from mixpanel_mcp.tools._params import optional
 
 group = ToolGroup(
     name="lexicon",
@@ -43,11 +44,6 @@ def _check_schema(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def optional(kind: Any) -> Any:
-    """`kind | None`: validated as nullable, advertised as just `kind` (leaving it out is the null)."""
-    return Annotated[kind | None, WithJsonSchema(TypeAdapter(kind).json_schema())]
-
-
 EntityType = Literal["event", "profile"]
 EntityName = Annotated[
     str, Field(min_length=1, max_length=255, description='Event name, or "$user" for the user profile schema.')
@@ -72,6 +68,12 @@ def _level(entity_type: str | None, name: str | None) -> str:
     if name is not None:
         return f"{entity_type} '{name}'"
     return f"{entity_type} entities" if entity_type else "the whole project"
+
+
+def _results(answer: Any, kind: type) -> Any:
+    """Mixpanel's `results`, or an empty one of the kind expected."""
+    results = answer.get("results") if isinstance(answer, dict) else None
+    return results if isinstance(results, kind) else kind()
 
 
 def _name_needs_type(entity_type: str | None, name: str | None) -> None:
@@ -100,8 +102,7 @@ async def list_(run: Run, args: ListSchemas) -> Result:
         count = len(schema.get("properties") or {})
         summary = f"Schema of {_level(args.entity_type, args.name)}: {count} propert{'y' if count == 1 else 'ies'} described."
         return Result(summary, {"entity_type": args.entity_type, "name": args.name, "schema": schema})
-    entries = answer.get("results") if isinstance(answer, dict) else None
-    entries = entries if isinstance(entries, list) else []
+    entries = _results(answer, list)
     names = [str(e.get("name")) for e in entries[:5] if isinstance(e, dict)]
     summary = f"{len(entries)} schema(s) for {_level(args.entity_type, None)}"
     summary += (": " + ", ".join(names) + (", ..." if len(entries) > 5 else "") + ".") if names else "."
@@ -160,8 +161,7 @@ async def upsert(run: Run, args: UpsertSchemas) -> Result:
     if args.entries is not None:
         entries = [e.model_dump() for e in args.entries]
         answer = await upload_schemas(run.client, entries, truncate=args.truncate)
-        results = answer.get("results") if isinstance(answer, dict) else None
-        results = results if isinstance(results, dict) else {}
+        results = _results(answer, dict)
         added, deleted = results.get("added", len(entries)), results.get("deleted", 0)
         summary = f"Mixpanel added or replaced {added} schema(s)"
         summary += f" after deleting the whole dictionary ({deleted} schema(s))." if args.truncate else "."
@@ -204,7 +204,6 @@ class DeleteSchemas(Args):
 )
 async def delete(run: Run, args: DeleteSchemas) -> Result:
     answer = await delete_schemas(run.client, args.entity_type, args.name)
-    results = answer.get("results") if isinstance(answer, dict) else None
-    count = results.get("delete_count", 0) if isinstance(results, dict) else 0
+    count = _results(answer, dict).get("delete_count", 0)
     summary = f"Deleted {count} schema(s) of {_level(args.entity_type, args.name)}."
     return Result(summary, {"entity_type": args.entity_type, "name": args.name, "delete_count": count})

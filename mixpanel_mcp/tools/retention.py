@@ -7,9 +7,9 @@ from typing import Any, Literal, Self
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from mixpanel_mcp.client import reports
+from mixpanel_mcp.client import query
 from mixpanel_mcp.tools._base import Access, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._params import DateRange, On, Where
+from mixpanel_mcp.tools._params import DateRange, On, Where, top_limit
 
 group = ToolGroup(
     name="retention",
@@ -18,10 +18,6 @@ group = ToolGroup(
 )
 
 Unit = Literal["day", "week", "month"]
-
-
-def _limit() -> Any:
-    return Field(None, ge=1, le=10_000, description="Top `on` values.")
 
 
 class RetentionQuery(DateRange):
@@ -35,7 +31,7 @@ class RetentionQuery(DateRange):
     unit: Unit | None = Field(None, description="day, week or month.")
     unbounded_retention: bool | None = None
     on: On | None = None
-    limit: int | None = _limit()
+    limit: int | None = top_limit()
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -62,14 +58,14 @@ class FrequencyQuery(DateRange):
     event: str | None = Field(None, min_length=1, max_length=255)
     where: Where | None = None
     on: On | None = None
-    limit: int | None = _limit()
+    limit: int | None = top_limit()
 
 
 @group.operation(
     "query", RetentionQuery, access=Access.READ, needs=Needs.QUERY, summary=""
 )
 async def query_retention(run: Run, args: RetentionQuery) -> Result:
-    body = await reports.retention(run.client, **args.model_dump(exclude={"operation"}))
+    body = await query.retention(run.client, **args.model_dump(exclude={"operation"}))
     data = retention_table(body if isinstance(body, dict) else {}, args)
     return Result(
         summary=_retention_sentence(data, args),
@@ -86,7 +82,7 @@ async def query_retention(run: Run, args: RetentionQuery) -> Result:
     summary="users active in >= N hours/days of each period",
 )
 async def query_frequency(run: Run, args: FrequencyQuery) -> Result:
-    body = await reports.frequency(run.client, **args.model_dump(exclude={"operation"}))
+    body = await query.frequency(run.client, **args.model_dump(exclude={"operation"}))
     data = frequency_table(body if isinstance(body, dict) else {}, args)
     return Result(
         summary=_frequency_sentence(data, args),
