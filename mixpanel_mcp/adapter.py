@@ -32,7 +32,6 @@ class AppState:
 def annotations(group: ToolGroup, operations: list[Operation]) -> ToolAnnotations:
     read_only = all(op.access is Access.READ for op in operations)
     return ToolAnnotations(
-        title=group.title,
         read_only_hint=read_only,
         destructive_hint=False if read_only else any(op.access is Access.DESTRUCTIVE for op in operations),
         idempotent_hint=all(op.idempotent for op in operations),

@@ -192,6 +192,11 @@ def _shape(schema: dict[str, Any]) -> dict[str, Any]:
 def _compact(node: Any) -> Any:
     """Drop what costs tokens and tells an LLM little (examples stay in error messages)."""
     if isinstance(node, dict):
+        # `X | None = None` is advertised as plain X: leaving the field out is how a caller says None.
+        variants = node.get("anyOf")
+        if isinstance(variants, list) and {"type": "null"} in variants and len(variants) == 2:
+            (kept,) = [v for v in variants if v != {"type": "null"}]
+            node = {**{k: v for k, v in node.items() if k != "anyOf"}, **kept}
         return {
             k: _compact(v)
             for k, v in node.items()

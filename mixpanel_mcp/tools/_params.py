@@ -80,8 +80,8 @@ json_list = decoded("[")
 
 
 Date = Annotated[str, BeforeValidator(_date)]
-FromDate = Annotated[Date, Field(description="Start date, yyyy-mm-dd, inclusive.", examples=["2026-01-01"])]
-ToDate = Annotated[Date, Field(description="End date, yyyy-mm-dd, inclusive.", examples=["2026-01-31"])]
+FromDate = Annotated[Date, Field(description="yyyy-mm-dd, inclusive.", examples=["2026-01-01"])]
+ToDate = Annotated[Date, Field(description="yyyy-mm-dd, inclusive.", examples=["2026-01-31"])]
 DistinctId = Annotated[
     str, Field(min_length=1, max_length=255, description="The user's distinct_id."), AfterValidator(_id)
 ]
