@@ -1,32 +1,42 @@
-"""The only code that turns a `ToolGroup` into an MCP tool: schema, annotations, validation, errors, results."""
+"""The only code that turns a `ToolGroup` into an MCP tool, and the one path every call takes.
+
+`MixpanelTool.run`: who is calling (their grant) -> may they use this operation -> are the arguments
+valid -> does a destructive call have the person's confirmation -> the handler, with the client of the
+caller's project -> errors mapped to agent text -> one audit record, whatever happened.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
-from mcp.server.mcpserver.exceptions import ToolError
+import httpx2
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.shared.exceptions import MCPError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types import InputRequiredResult
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
+from mixpanel_mcp.audit import AuditLog, Record, error_kind, touched, upstream_status
 from mixpanel_mcp.client import CallStats, MixpanelClient, MixpanelError, call_stats
 from mixpanel_mcp.config import Settings
+from mixpanel_mcp.confirm import CODE_TTL, Codes, ask, can_ask, describe_effect
 from mixpanel_mcp.errors import describe_error, describe_validation
+from mixpanel_mcp.policy import Grant, PolicySource, current_grant, full_grant
 from mixpanel_mcp.results import bound, clean, render
+from mixpanel_mcp.text import strip_controls
 from mixpanel_mcp.tools._base import Access, Operation, Run, ToolGroup, describe, discriminated, input_schema
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class AppState:
-    """What the server's lifespan holds: one client for the process."""
-
-    settings: Settings
-    client: MixpanelClient
+CONFIRM_FIELD = "confirm"
+CONFIRM_SCHEMA = {"type": "string", "description": "Code given by a refused destructive call."}
 
 
 def annotations(group: ToolGroup, operations: list[Operation]) -> ToolAnnotations:
@@ -39,6 +49,10 @@ def annotations(group: ToolGroup, operations: list[Operation]) -> ToolAnnotation
     )
 
 
+class Refused(ToolError):
+    """A call stopped before anything was sent: by policy, for confirmation, or for being one too many."""
+
+
 class MixpanelTool(Tool):
     """An MCP tool whose flat arguments are validated by the group's discriminated union."""
 
@@ -47,39 +61,103 @@ class MixpanelTool(Tool):
     group: ToolGroup = Field(exclude=True)
     ops: dict[str, Operation] = Field(exclude=True)
     validator: TypeAdapter[Any] = Field(exclude=True)
+    confirm_field: bool = Field(default=False, exclude=True)
 
     @classmethod
-    def build(cls, group: ToolGroup, operations: list[Operation]) -> MixpanelTool:
+    def build(cls, group: ToolGroup, operations: list[Operation], *, confirm_field: bool = False) -> MixpanelTool:
+        parameters = input_schema(group, operations)
+        if confirm_field:
+            parameters["properties"][CONFIRM_FIELD] = dict(CONFIRM_SCHEMA)
         return cls(
             fn=_unused,
             name=group.name,
             title=group.title,
             description=describe(group, operations),
-            parameters=input_schema(group, operations),
+            parameters=parameters,
             fn_metadata=FuncMetadata(arg_model=ArgModelBase),
             is_async=True,
             annotations=annotations(group, operations),
             group=group,
             ops={op.name: op for op in operations},
             validator=discriminated(group, operations),
+            confirm_field=confirm_field,
         )
 
     async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+        runtime: Runtime = context.request_context.lifespan_context.runtime
+        grant = runtime.grant()
+        settings = runtime.settings_for(grant)
+        record = Record(agent=grant.agent, tool=self.name, project=project_label(grant, settings))
+        started = time.monotonic()
+        try:
+            return await self._run(runtime, grant, settings, dict(arguments), context, record)
+        except Refused as exc:
+            if record.decision == "allowed":
+                record.decision = "denied"
+            record.outcome = "refused"
+            record.reason = record.reason or str(exc)
+            raise
+        except (ToolError, MCPError) as exc:
+            record.outcome = "error"
+            record.error = record.error or ("protocol" if isinstance(exc, MCPError) else "tool_error")
+            raise
+        except Exception as exc:
+            # A bug: the SDK logs the traceback (scrubbed of secrets); the agent sees no exception text.
+            record.outcome, record.error = "error", "internal"
+            raise UnexpectedToolError(f"Error executing tool {self.name}") from exc
+        except BaseException:  # cancelled: the client gave up, or the server is stopping
+            record.outcome, record.error = "error", "cancelled"
+            raise
+        finally:
+            record.duration_s = round(time.monotonic() - started, 3)
+            runtime.audit.write(record)
+
+    async def _run(
+        self, runtime: Runtime, grant: Grant, settings: Settings | None, arguments: dict[str, Any], context: Any, record: Record
+    ) -> Any:
+        code = arguments.pop(CONFIRM_FIELD, None) if self.confirm_field else None
+        name = next(iter(self.group.operations)) if self.group.single else arguments.get("operation")
+        if isinstance(name, str) and name in self.group.operations:
+            record.operation = name
+            wanted = self.group.operations[name]
+            if not grant.permits(self.name, wanted.access):
+                record.access = wanted.access.value
+                level = grant.level(self.name).value
+                record.reason = f"{self.name} is '{level}' for this agent; {name} is a {wanted.access} operation"
+                raise Refused(
+                    f"Not allowed: this agent has '{level}' access to {self.name}, and {name} is a {wanted.access} "
+                    "operation. Nothing was sent to Mixpanel; the server's operator decides what each agent may do."
+                )
         try:
             args = self.validator.validate_python(arguments)
         except ValidationError as exc:
+            record.error = "invalid_arguments"
             raise ToolError(describe_validation(self.name, exc, list(self.ops), self.group.single)) from None
         op = next(iter(self.ops.values())) if self.group.single else self.ops[args.operation]
-        state: AppState = context.request_context.lifespan_context
-        run = Run(client=state.client, settings=state.settings, progress=context.report_progress)
-        stats = CallStats()
-        token = call_stats.set(stats)
-        try:
-            result = await op.handler(run, args)
-        except MixpanelError as exc:
-            raise ToolError(describe_error(exc)) from None
-        finally:
-            call_stats.reset(token)
+        access = op.access_for(args)
+        record.operation, record.access = op.name, access.value
+        record.touched = touched(self.name, args)
+        assert settings is not None  # a caller without settings has no tools
+
+        with runtime.slot(grant, record):
+            if access is Access.DESTRUCTIVE and grant.confirm_destructive:
+                pending = await self._confirm(runtime, grant, settings, op, args, code, context, record)
+                if pending is not None:
+                    return pending
+            else:
+                record.reason = None if access is not Access.DESTRUCTIVE else "confirmation turned off by the policy"
+            client = await runtime.client_for(settings)
+            run = Run(client=client, settings=settings, progress=context.report_progress)
+            stats = CallStats()
+            token = call_stats.set(stats)
+            try:
+                result = await op.handler(run, args)
+            except MixpanelError as exc:
+                record.error, record.upstream_status = error_kind(exc), upstream_status(exc)
+                raise ToolError(describe_error(exc)) from None
+            finally:
+                call_stats.reset(token)
+                record.upstream_requests, record.retries = stats.requests, stats.retries
         data, _ = bound(clean(result.data), result.narrow_hint)
         if stats.cached:
             data["cached"] = True
@@ -90,16 +168,208 @@ class MixpanelTool(Tool):
             structured_content=data,
         )
 
+    async def _confirm(
+        self,
+        runtime: Runtime,
+        grant: Grant,
+        settings: Settings,
+        op: Operation,
+        args: Any,
+        code: Any,
+        context: Any,
+        record: Record,
+    ) -> CallToolResult | InputRequiredResult | None:
+        """None when the call may go ahead; else what to answer instead (a question, or a refusal with a code)."""
+        bound_args = args.model_dump(mode="json", by_alias=True)
+        effect = describe_effect(self.name, op.name, args, _project_words(grant, settings))
+        rejected = None
+        if isinstance(code, str) and code:
+            rejected = runtime.codes.redeem(code, grant.agent, self.name, bound_args)
+            if rejected is None:
+                record.reason = "confirmed with a one-time code"
+                return None
+        elif code is not None:
+            rejected = "it is not a confirmation code"
+        if can_ask(context):
+            answer = await ask(context, f"Agent {grant.agent} wants to {effect}. Go ahead?")
+            if isinstance(answer, InputRequiredResult):
+                record.decision, record.outcome, record.reason = "asked", "pending", "destructive: asking the person"
+                return answer
+            if answer == "accept":
+                record.reason = "confirmed by the person"
+                return None
+            said = {"decline": "declined", "cancel": "cancelled"}.get(answer, answer)
+            record.reason = f"the person {said}"
+            raise Refused(f"Not done: the person {said} when asked to confirm. Nothing was sent to Mixpanel.")
+        fresh = runtime.codes.issue(grant.agent, self.name, bound_args)
+        minutes = round(runtime.codes.ttl / 60) or 1
+        why = f"The confirmation code was not accepted: {rejected}. " if rejected else ""
+        record.decision, record.outcome = "denied", "refused"
+        record.reason = "destructive: needs confirmation" + (f"; code refused: {rejected}" if rejected else "")
+        text = (
+            f"{why}Not done yet: this would {effect}. It needs the person's confirmation and this client cannot ask "
+            "them, so nothing was sent to Mixpanel. Tell the person exactly what will happen and ask; only if they "
+            f'agree, repeat the same call with the same arguments plus confirm="{fresh}" (valid once, for '
+            f"{minutes} minute(s))."
+        )
+        return CallToolResult(
+            content=[TextContent(type="text", text=text)],
+            structured_content={"confirmation_required": True, "confirm": fresh, "expires_in_s": int(runtime.codes.ttl)},
+            is_error=True,
+        )
+
 
 async def _unused() -> None:  # pragma: no cover - MixpanelTool.run never calls fn
     raise NotImplementedError
 
 
-def build_tools(groups: list[ToolGroup], settings: Settings) -> list[MixpanelTool]:
-    """One tool per group that has at least one operation the configured credentials allow."""
+def project_label(grant: Grant, settings: Settings | None) -> int | str | None:
+    if settings is not None and settings.project_id is not None:
+        return settings.project_id
+    return grant.project
+
+
+def _project_words(grant: Grant, settings: Settings) -> str:
+    label = project_label(grant, settings)
+    return f"project {label}" if label is not None else "the project of the configured token"
+
+
+def build_tools(
+    groups: list[ToolGroup], settings: Settings, grant: Grant | None = None, *, confirm: bool | None = None
+) -> list[MixpanelTool]:
+    """One tool per group with at least one operation the credentials allow and the grant permits.
+
+    A tool with a destructive operation takes a `confirm` code when destructive calls need confirmation.
+    """
+    confirm = grant.confirm_destructive if confirm is None and grant is not None else bool(confirm)
     tools = []
     for group in groups:
-        operations = group.available(settings)
+        operations = [
+            op for op in group.available(settings) if grant is None or grant.permits(group.name, op.access)
+        ]
         if operations:
-            tools.append(MixpanelTool.build(group, operations))
+            destructive = any(op.access is Access.DESTRUCTIVE for op in operations)
+            tools.append(MixpanelTool.build(group, operations, confirm_field=confirm and destructive))
     return tools
+
+
+@dataclass
+class AppState:
+    """What the server's lifespan holds."""
+
+    runtime: Runtime
+
+
+class Runtime:
+    """Everything calls share: the policy, the projects' settings and clients, tool lists per grant,
+    confirmation codes, calls in flight per agent, and the audit log."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None,
+        groups: list[ToolGroup],
+        policy: PolicySource | None = None,
+        local: Grant | None = None,
+        cap: tuple[frozenset[str] | None, bool] = (None, False),
+        audit: AuditLog | None = None,
+        codes: Codes | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.groups = groups
+        self.policy = policy
+        self.cap = cap
+        self._local_default = local if local is not None else full_grant()
+        self._local_from: Grant | None = None
+        self._local = self._local_default
+        self.audit = audit or AuditLog(None)
+        self.codes = codes or Codes(CODE_TTL)
+        self._transport = transport
+        self._clients: list[tuple[Settings, MixpanelClient]] = []
+        self._views: dict[tuple[Any, ...], dict[str, MixpanelTool]] = {}  # by Grant.view_key (project first)
+        self._projects: dict[str, Settings] = {}
+        self._policy_seen: Any = None
+        self._in_flight: dict[str, int] = {}
+
+    def narrow(self, grant: Grant) -> Grant:
+        """The operator's flags (--toolsets, --read-only) bound every grant."""
+        toolsets, read_only = self.cap
+        return grant.narrowed(toolsets, read_only) if toolsets is not None or read_only else grant
+
+    @property
+    def local(self) -> Grant:
+        """The grant of local use (stdio, and HTTP without keys): the policy's [local], narrowed by the flags."""
+        base = self.policy.current().local if self.policy is not None else self._local_default
+        if base is not self._local_from:  # first use, or the policy file was reloaded
+            self._local_from, self._local = base, self.narrow(base)
+        return self._local
+
+    def grant(self) -> Grant:
+        return current_grant.get() or self.local
+
+    def settings_for(self, grant: Grant) -> Settings | None:
+        """The settings of the caller's project: the server's own, or a policy project's (None if unknown)."""
+        if grant.project is None:
+            return self.settings
+        policy = self.policy.current() if self.policy is not None else None
+        if policy is not self._policy_seen:  # reloaded: forget what was derived from the old one
+            self._policy_seen = policy
+            self._projects = {}
+            self._views = {key: view for key, view in self._views.items() if key[0] is None}
+        settings = self._projects.get(grant.project)
+        if settings is None and policy is not None and grant.project in policy.projects:
+            local_files = self.settings.local_files if self.settings is not None else False
+            settings = self._projects[grant.project] = replace(policy.projects[grant.project], local_files=local_files)
+        return settings
+
+    def tools_for(self, grant: Grant) -> dict[str, MixpanelTool]:
+        settings = self.settings_for(grant)
+        if settings is None:
+            return {}
+        view = self._views.get(grant.view_key)
+        if view is None:
+            view = {tool.name: tool for tool in build_tools(self.groups, settings, grant)}
+            self._views[grant.view_key] = view
+        return view
+
+    async def client_for(self, settings: Settings) -> MixpanelClient:
+        """One client per project (settings compared by value: a reloaded policy keeps its clients)."""
+        for known, client in self._clients:
+            if known == settings:
+                return client
+        client = MixpanelClient(settings, transport=self._transport)
+        self._clients.append((settings, client))
+        return client
+
+    @contextmanager
+    def slot(self, grant: Grant, record: Record) -> Iterator[None]:
+        """Hold one of the agent's call slots, or refuse the call when they are all taken."""
+        busy = self._in_flight.get(grant.agent, 0)
+        if busy >= grant.max_in_flight:
+            record.reason = f"{busy} calls already in flight (limit {grant.max_in_flight})"
+            raise Refused(
+                f"Too many calls at once: this agent already has {busy} call(s) in progress (limit "
+                f"{grant.max_in_flight}). Nothing was sent to Mixpanel; wait for one to finish, then try again."
+            )
+        self._in_flight[grant.agent] = busy + 1
+        try:
+            yield
+        finally:
+            self._in_flight[grant.agent] -= 1
+
+    def refuse_unknown(self, name: str) -> ToolError:
+        """Audit a call to a tool this caller does not have (not granted, or no such tool)."""
+        grant = self.grant()
+        shown = strip_controls(str(name))[:64]
+        record = Record(agent=grant.agent, tool=shown, project=project_label(grant, self.settings_for(grant)))
+        record.decision, record.outcome = "denied", "refused"
+        known = any(group.name == name for group in self.groups)
+        record.reason = f"{shown} is not available to this agent" if known else "no such tool"
+        self.audit.write(record)
+        return ToolError(f"Unknown tool: {shown}")
+
+    async def aclose(self) -> None:
+        for _, client in self._clients:
+            await client.aclose()
+        self._clients.clear()

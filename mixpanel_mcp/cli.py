@@ -1,4 +1,5 @@
-"""Command line: `mixpanel-mcp [--transport stdio|http] [--host H] [--port P]`."""
+"""Command line: `mixpanel-mcp [--transport stdio|http] [--host H] [--port P] [--policy FILE] ...`, and
+`mixpanel-mcp new-agent-key NAME`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import sys
 from dataclasses import replace
 
 from mixpanel_mcp import __version__
+from mixpanel_mcp.audit import AuditLog
 from mixpanel_mcp.config import ENV_VARS, ConfigError, is_loopback, load_settings
+from mixpanel_mcp.policy import GROUPS, PolicyError, PolicySource, agent_entry, load_policy, new_key, parse_toolsets
 
 logger = logging.getLogger("mixpanel_mcp")
 
@@ -24,7 +27,22 @@ configuration (environment variables):
   MIXPANEL_WORKSPACE_ID               data view id (optional)
   MIXPANEL_INGESTION_URL, MIXPANEL_QUERY_URL, MIXPANEL_EXPORT_URL   override the API hosts
   MIXPANEL_MAX_RETRIES, MIXPANEL_RETRY_BASE_DELAY, MIXPANEL_TIMEOUT  retry and time limits
+  MIXPANEL_QUERY_LIMIT_PER_HOUR, MIXPANEL_QUERY_CONCURRENCY, MIXPANEL_EXPORT_LIMIT_PER_HOUR,
+  MIXPANEL_EXPORT_LIMIT_PER_SECOND, MIXPANEL_EXPORT_CONCURRENCY, MIXPANEL_LEXICON_LIMIT_PER_MINUTE,
+  MIXPANEL_RATE_LIMIT_MAX_WAIT        the project's rate limits, kept client-side
+  MIXPANEL_CACHE_TTL, MIXPANEL_CACHE_TTL_TODAY   how long identical read queries are answered from memory
+
+access:
+  Locally every tool group the credentials allow is listed; merge, profile/group delete and Lexicon
+  delete or truncate ask the person first. --read-only, --toolsets and --policy narrow that.
+  A shared endpoint: mixpanel-mcp --transport http --host 0.0.0.0 --policy policy.toml
+  New agent key:     mixpanel-mcp new-agent-key NAME >> policy.toml   (the key is shown once, on stderr)
 """
+
+
+_UNLISTED = [name for name in ENV_VARS if name not in ENV_HELP]
+if _UNLISTED:  # a setting added to config.py is listed even before it gets its own line here
+    ENV_HELP = ENV_HELP.replace("\naccess:", "  also: " + ", ".join(_UNLISTED) + "\n\naccess:")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,6 +57,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--region", choices=["us", "eu", "in"], help="overrides MIXPANEL_REGION")
     p.add_argument("--project-id", help="overrides MIXPANEL_PROJECT_ID")
+    p.add_argument("--read-only", action="store_true", help="list and allow read operations only")
+    p.add_argument("--toolsets", metavar="GROUP,...", help="only these tool groups, e.g. segmentation,funnels")
+    p.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="access policy (TOML): levels per group, agents (by key hash) and their projects; over HTTP, "
+        "callers must present an agent key when it lists agents (always off loopback)",
+    )
+    p.add_argument("--audit-log", metavar="PATH", help="append one JSON line per tool call to PATH ('-': stderr)")
     p.add_argument("--version", action="version", version=f"mixpanel-mcp {__version__}")
     return p
 
@@ -49,29 +76,100 @@ def _port(text: str) -> int:
     return int(text)
 
 
+NO_POLICY = """\
+mixpanel-mcp: refusing to listen on {host} without --policy: anyone who can reach that address could use
+your Mixpanel credentials. Give each agent a key and the access it needs in a policy file:
+  mixpanel-mcp new-agent-key reporting-bot >> policy.toml     (then edit its access = {{ ... }} line)
+  mixpanel-mcp --transport http --host {host} --policy policy.toml
+or listen on 127.0.0.1 (the default) for use from this machine only."""
+
+
+def key_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mixpanel-mcp new-agent-key",
+        description="Create a key for an agent of the HTTP endpoint. The key is printed once, on stderr; "
+        "stdout gets the policy-file entry holding only its SHA-256 (append it: ... >> policy.toml).",
+    )
+    p.add_argument("name", metavar="NAME", help="the agent's name: letters, digits, '-' and '_'")
+    return p
+
+
+def new_agent_key(argv: list[str]) -> None:
+    args = key_parser().parse_args(argv)
+    try:
+        key = new_key()
+        entry = agent_entry(args.name, key)
+    except PolicyError as exc:
+        print(f"mixpanel-mcp: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(
+        f"Key for agent {args.name} (shown only now; the server keeps only its hash). The agent sends it as\n"
+        f"  Authorization: Bearer {key}\n"
+        "Add the entry below (printed on stdout) to the policy file and grant the access it needs.",
+        file=sys.stderr,
+    )
+    print("\n" + entry, end="")
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "new-agent-key":
+        new_agent_key(argv[1:])
+        return
     args = parser().parse_args(argv)
+    if args.transport == "http" and not is_loopback(args.host) and args.policy is None:
+        print(NO_POLICY.format(host=args.host), file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        toolsets = parse_toolsets(args.toolsets, strict=True) if args.toolsets is not None else None
+        if toolsets is not None and not toolsets:
+            raise PolicyError("--toolsets needs at least one group: " + ",".join(GROUPS))
+        policy = load_policy(args.policy) if args.policy is not None else None
+    except PolicyError as exc:
+        print(f"mixpanel-mcp: policy error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    # Every caller of an HTTP endpoint needs an agent key when the policy lists agents, and always off loopback.
+    hosted = args.transport == "http" and policy is not None and (bool(policy.agents) or not is_loopback(args.host))
     try:
         settings = load_settings(
             os.environ, {"MIXPANEL_REGION": args.region, "MIXPANEL_PROJECT_ID": args.project_id}
         )
     except ConfigError as exc:
-        print(f"mixpanel-mcp: configuration error: {exc}", file=sys.stderr)
+        if policy is None or policy.uses_default_project(hosted):
+            print(f"mixpanel-mcp: configuration error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        settings = None  # every caller has its own project from the policy
+    if settings is not None:
+        # Over HTTP the agent is not on this machine: its tools must not read or write files here.
+        settings = replace(settings, local_files=args.transport == "stdio")
+    try:
+        audit = AuditLog(args.audit_log)
+    except OSError as exc:
+        print(f"mixpanel-mcp: cannot open the audit log {args.audit_log}: {exc.strerror or exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
+    from mixpanel_mcp.hosting import transport_security
     from mixpanel_mcp.server import build_server, serve_http
 
-    # Over HTTP the agent is not on this machine: its tools must not read or write files here.
-    server = build_server(replace(settings, local_files=args.transport == "stdio"))
+    server = build_server(
+        settings,
+        policy=PolicySource(policy, args.policy) if policy is not None else None,
+        toolsets=toolsets,
+        read_only=args.read_only,
+        audit=audit,
+    )
     if args.transport == "stdio":
         server.run()
         return
-    if not is_loopback(args.host):
-        logger.warning(
-            "Listening on %s: anyone who can reach this address can use your Mixpanel credentials.", args.host
-        )
+    try:
+        transport_security(args.host, policy)  # a wildcard address needs the policy's allowed_hosts
+    except PolicyError as exc:
+        print(f"mixpanel-mcp: policy error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if hosted and policy is not None and not policy.agents:
+        logger.warning("The policy defines no agents: every request will be refused (401).")
     logger.info("Serving Streamable HTTP on http://%s:%d/mcp", args.host, args.port)
-    serve_http(server, args.host, args.port)
+    serve_http(server, args.host, args.port, hosted=hosted)
 
 
 __all__ = ["ENV_VARS", "main"]

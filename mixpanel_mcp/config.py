@@ -44,6 +44,31 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
+class BudgetSettings:
+    """Mixpanel's per-project rate limits, mirrored client-side so the server never earns a 429 itself.
+
+    Some projects have other caps (Mixpanel raises them on request): each number is configurable.
+    """
+
+    query_per_hour: int = 60  # every /api/query request, JQL included; a rolling hour
+    query_concurrent: int = 5
+    export_per_hour: int = 60
+    export_per_second: int = 3
+    export_concurrent: int = 100
+    lexicon_per_minute: int = 5  # per organization; the service account stands for it
+    # A limit that frees up within this many seconds is waited for; a longer wait fails at once and says when.
+    max_wait: float = 5.0
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Identical read queries within a TTL are answered from memory (0 turns the cache off)."""
+
+    ttl: float = 3600.0  # a closed range entirely in the past: its numbers no longer change
+    ttl_today: float = 60.0  # a range that includes today (UTC), or no date range at all
+
+
+@dataclass(frozen=True)
 class Settings:
     project_token: SecretStr | None = None
     project_id: int | None = None
@@ -57,6 +82,8 @@ class Settings:
     export_url: str = REGION_URLS[Region.US][2]
     retry: RetrySettings = field(default_factory=RetrySettings)
     timeout: float = 130.0
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     # Tools may read and write files on this machine (import from a file, export to a file): true for a
     # local stdio server, false for an HTTP endpoint, where the machine is not the agent's.
     local_files: bool = True
@@ -107,6 +134,17 @@ ENV_VARS = (
     "MIXPANEL_MAX_RETRIES",
     "MIXPANEL_RETRY_BASE_DELAY",
     "MIXPANEL_TIMEOUT",
+    # The client-side limiter (BudgetSettings): Mixpanel's per-project caps, for projects that have others.
+    "MIXPANEL_QUERY_LIMIT_PER_HOUR",  # Query API requests per rolling hour (60)
+    "MIXPANEL_QUERY_CONCURRENCY",  # Query API requests at a time (5)
+    "MIXPANEL_EXPORT_LIMIT_PER_HOUR",  # raw exports per hour (60)
+    "MIXPANEL_EXPORT_LIMIT_PER_SECOND",  # raw exports per second (3)
+    "MIXPANEL_EXPORT_CONCURRENCY",  # raw exports at a time (100)
+    "MIXPANEL_LEXICON_LIMIT_PER_MINUTE",  # Lexicon requests per minute (5)
+    "MIXPANEL_RATE_LIMIT_MAX_WAIT",  # seconds a call may wait for a limit to free up before failing (5)
+    # The result cache (CacheSettings), in seconds; 0 turns it off.
+    "MIXPANEL_CACHE_TTL",  # closed date ranges in the past (3600)
+    "MIXPANEL_CACHE_TTL_TODAY",  # ranges that include today, or no range (60)
 )
 
 
@@ -164,6 +202,11 @@ def load_settings(env: Mapping[str, str], overrides: Mapping[str, str | None] | 
             base_delay=_number(values, "MIXPANEL_RETRY_BASE_DELAY", RetrySettings.base_delay),
         ),
         timeout=_number(values, "MIXPANEL_TIMEOUT", Settings.timeout, positive=True),
+        budget=_budget(values),
+        cache=CacheSettings(
+            ttl=_number(values, "MIXPANEL_CACHE_TTL", CacheSettings.ttl),
+            ttl_today=_number(values, "MIXPANEL_CACHE_TTL_TODAY", CacheSettings.ttl_today),
+        ),
     )
     if not (settings.can_import or settings.can_query):
         raise ConfigError(
@@ -173,6 +216,23 @@ def load_settings(env: Mapping[str, str], overrides: Mapping[str, str | None] | 
             "for reports and export)."
         )
     return settings
+
+
+def _budget(values: Mapping[str, str]) -> BudgetSettings:
+    def count(name: str, default: int) -> int:
+        number = _integer(values, name, f"e.g. {default}", minimum=1)
+        return default if number is None else number
+
+    d = BudgetSettings
+    return BudgetSettings(
+        query_per_hour=count("MIXPANEL_QUERY_LIMIT_PER_HOUR", d.query_per_hour),
+        query_concurrent=count("MIXPANEL_QUERY_CONCURRENCY", d.query_concurrent),
+        export_per_hour=count("MIXPANEL_EXPORT_LIMIT_PER_HOUR", d.export_per_hour),
+        export_per_second=count("MIXPANEL_EXPORT_LIMIT_PER_SECOND", d.export_per_second),
+        export_concurrent=count("MIXPANEL_EXPORT_CONCURRENCY", d.export_concurrent),
+        lexicon_per_minute=count("MIXPANEL_LEXICON_LIMIT_PER_MINUTE", d.lexicon_per_minute),
+        max_wait=_number(values, "MIXPANEL_RATE_LIMIT_MAX_WAIT", d.max_wait),
+    )
 
 
 def _secret(text: str) -> SecretStr | None:

@@ -6,6 +6,7 @@ a traceback or a credential.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,10 +15,12 @@ from mixpanel_mcp.client.errors import (
     Api,
     AuthenticationError,
     BadRequestError,
+    BudgetExhaustedError,
     Credential,
     CredentialMissingError,
     MixpanelError,
     NotFoundError,
+    OutputFileError,
     PayloadTooLargeError,
     PermissionDeniedError,
     RateLimitError,
@@ -43,6 +46,14 @@ _LIMITS = {
     Api.LEXICON: "the Lexicon limit (5 requests a minute per organization)",
 }
 
+_FAMILY = {
+    Api.INGESTION: "ingestion",
+    Api.IMPORT: "import",
+    Api.QUERY: "Query API",
+    Api.EXPORT: "Export API",
+    Api.LEXICON: "Lexicon API",
+}
+
 _ROLES = {
     Api.IMPORT: "an Admin or Owner role on the project (needed for /import)",
     Api.QUERY: "a role on the project that may run reports (Analyst or higher)",
@@ -59,9 +70,26 @@ def describe_error(exc: MixpanelError) -> str:
     if isinstance(exc, TransportError):
         what = "did not answer in time" if exc.timed_out else "could not be reached"
         return (
-            f"Mixpanel ({exc.api} API, {exc.endpoint}) {what} after {exc.attempts} attempt(s). "
+            f"Mixpanel ({exc.api} API, {exc.endpoint}) {what} ({exc.reason}) after {exc.attempts} attempt(s). "
             "Try again in a minute; if it persists, check the network and MIXPANEL_REGION / the *_URL settings."
         )
+    if isinstance(exc, BudgetExhaustedError):
+        return (
+            f"Not sent: the {_FAMILY[exc.api]} budget is spent for now ({exc.limit} for this "
+            f"{'organization' if exc.api is Api.LEXICON else 'project'}, counted by "
+            f"this server so that Mixpanel never has to refuse). It can run again in {_duration(exc.retry_after)} "
+            f"(at {_clock(exc.until)} UTC). Until then, repeat a question already asked (answered from cache), "
+            "or combine questions into fewer queries."
+        )
+    if isinstance(exc, OutputFileError):
+        if exc.disabled:
+            return (
+                "output_file is only available when the server runs on your machine (stdio): this server cannot "
+                "write files for you. Leave output_file out and read the answer in pages (limit, narrower dates "
+                "or where)."
+            )
+        written = f" It stopped after {exc.written:,} item(s) and the partial file was removed." if exc.written else ""
+        return f"Could not write the output file {exc.path}: {exc.reason}.{written} Choose another path and try again."
     assert isinstance(exc, UpstreamError)
     said = f' Mixpanel said: "{exc.detail}".' if exc.detail else ""
     credential = _CREDENTIAL_VARS.get(exc.credential, "the credential") if exc.credential else "the credential"
@@ -98,6 +126,10 @@ def _duration(seconds: float | None) -> str:
     if seconds < 90:
         return f"{max(1, round(seconds))} s"
     return f"{round(seconds / 60)} min"
+
+
+def _clock(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%H:%M:%S")
 
 
 def describe_validation(tool: str, exc: ValidationError, operations: list[str], single: bool) -> str:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -74,10 +75,16 @@ def env(double_url: str) -> dict[str, str]:
     return server_env(double_url)
 
 
+# Tests of what tools send run with confirmation off (as an operator's policy may set it); the default
+# (ask first) is covered by tests/test_confirm.py and by the tool-list tests (confirm=True).
+NO_CONFIRM = Path(__file__).parent / "policies" / "no-confirm.toml"
+
+
 @asynccontextmanager
-async def stdio_client(env: dict[str, str]) -> AsyncIterator[Client]:
-    """The real server, `python -m mixpanel_mcp`, over stdio, driven by the SDK's client."""
-    params = StdioServerParameters(command=sys.executable, args=["-m", "mixpanel_mcp"], env=env)
+async def stdio_client(env: dict[str, str], *args: str, confirm: bool = False) -> AsyncIterator[Client]:
+    """The real server, `python -m mixpanel_mcp ARGS`, over stdio. confirm=True: the default configuration."""
+    flags = list(args) if confirm else ["--policy", str(NO_CONFIRM), *args]
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mixpanel_mcp", *flags], env=env)
     async with Client(params) as client:
         yield client
 
@@ -88,7 +95,7 @@ def http_server(double_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
     port = free_port()
     log = tmp_path_factory.mktemp("http-server") / "stderr.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "mixpanel_mcp", "--transport", "http", "--port", str(port)],
+        [sys.executable, "-m", "mixpanel_mcp", "--transport", "http", "--port", str(port), "--policy", str(NO_CONFIRM)],
         env={**os.environ, **server_env(double_url)},
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),  # a file, not a pipe: an unread pipe would block the server once full

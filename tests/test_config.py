@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mixpanel_mcp.config import ConfigError, Region, RetrySettings, Settings, load_settings
+from mixpanel_mcp.config import BudgetSettings, CacheSettings, ConfigError, Region, RetrySettings, Settings, load_settings
 
 TOKEN_ONLY = {"MIXPANEL_PROJECT_TOKEN": "tok-123"}
 SERVICE_ACCOUNT = {
@@ -131,12 +131,58 @@ def test_project_id_must_be_a_positive_whole_number(value):
         ("MIXPANEL_TIMEOUT", "inf"),
         ("MIXPANEL_TIMEOUT", "NaN"),
         ("MIXPANEL_TIMEOUT", "ten"),
+        ("MIXPANEL_QUERY_LIMIT_PER_HOUR", "0"),
+        ("MIXPANEL_QUERY_LIMIT_PER_HOUR", "sixty"),
+        ("MIXPANEL_QUERY_CONCURRENCY", "-1"),
+        ("MIXPANEL_EXPORT_LIMIT_PER_HOUR", "1.5"),
+        ("MIXPANEL_EXPORT_LIMIT_PER_SECOND", "0"),
+        ("MIXPANEL_EXPORT_CONCURRENCY", "0"),
+        ("MIXPANEL_LEXICON_LIMIT_PER_MINUTE", "five"),
+        ("MIXPANEL_RATE_LIMIT_MAX_WAIT", "-1"),
+        ("MIXPANEL_CACHE_TTL", "inf"),
+        ("MIXPANEL_CACHE_TTL_TODAY", "a minute"),
     ],
 )
 def test_numeric_settings_are_checked(name, value):
     message = config_error({**TOKEN_ONLY, name: value})
     assert message.startswith(name + " must be")
     assert repr(value) in message
+
+
+def test_rate_limits_and_cache_default_to_mixpanels_own():
+    settings = load_settings(TOKEN_ONLY)
+    assert settings.budget == BudgetSettings(
+        query_per_hour=60,
+        query_concurrent=5,
+        export_per_hour=60,
+        export_per_second=3,
+        export_concurrent=100,
+        lexicon_per_minute=5,
+        max_wait=5.0,
+    )
+    assert settings.cache == CacheSettings(ttl=3600.0, ttl_today=60.0)
+
+
+def test_rate_limits_and_cache_can_be_changed():
+    settings = load_settings(
+        {
+            **TOKEN_ONLY,
+            "MIXPANEL_QUERY_LIMIT_PER_HOUR": "400",
+            "MIXPANEL_QUERY_CONCURRENCY": "10",
+            "MIXPANEL_EXPORT_LIMIT_PER_HOUR": "120",
+            "MIXPANEL_EXPORT_LIMIT_PER_SECOND": "6",
+            "MIXPANEL_EXPORT_CONCURRENCY": "50",
+            "MIXPANEL_LEXICON_LIMIT_PER_MINUTE": "1",
+            "MIXPANEL_RATE_LIMIT_MAX_WAIT": "0",
+            "MIXPANEL_CACHE_TTL": "0",  # 0: nothing is kept
+            "MIXPANEL_CACHE_TTL_TODAY": "15.5",
+        }
+    )
+    assert settings.budget == BudgetSettings(400, 10, 120, 6, 50, 1, 0.0)
+    assert settings.cache == CacheSettings(ttl=0.0, ttl_today=15.5)
+    assert config_error({**TOKEN_ONLY, "MIXPANEL_QUERY_CONCURRENCY": "0"}) == (
+        "MIXPANEL_QUERY_CONCURRENCY must be a whole number of at least 1 (e.g. 5), not '0'."
+    )
 
 
 def test_numeric_edges_that_are_allowed():

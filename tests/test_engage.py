@@ -26,3 +26,92 @@ async def test_unknown_argument_is_rejected_before_any_request(double, env):
     text = error_text(result)
     assert "bogus" in text and "unknown argument" in text
     assert double.received() == []
+
+
+# -- many updates, and updates that must not be applied twice --------------------------------------
+
+
+async def test_batch_of_any_size_goes_2000_per_request_and_keeps_each_profiles_order(double, env):
+    # Update i sets n=i on user u{i % 4000}: users u0..u499 get two updates, 4000 apart, in different requests.
+    updates = [{"operation": "set", "distinct_id": f"u{i % 4000}", "properties": {"n": i}} for i in range(4500)]
+    progress = []
+
+    async def on_progress(done, total, message):
+        progress.append((done, total))
+
+    double.fail("/engage", 0, delay=0.3)  # the first request to arrive (the first 2,000) is slow
+    group_updates = [{"operation": "set_once", "group_key": "company", "group_id": f"c{i}", "properties": {"seats": i}} for i in range(2001)]
+    async with stdio_client(env) as client:
+        result = await client.call_tool("engage", {"operation": "batch", "updates": updates}, progress_callback=on_progress)
+        groups = await client.call_tool("groups", {"operation": "batch", "updates": group_updates})
+
+    data = structured(result)
+    assert (data["updates_sent"], data["applied"], data["requests"], data["retries"]) == (4500, 4500, 3, 0)
+    assert "in_doubt" not in data and "not_applied" not in data
+    assert result.content[0].text.startswith("Applied 4,500 of 4,500 profile update(s) in 3 request(s).")
+    requests = double.received("/engage")
+    assert sorted(len(r.json()) for r in requests) == [500, 2000, 2000]
+    # The last 500 repeat profiles of the first 2,000, so their request waited for that one's answer.
+    first = next(i for i, r in enumerate(requests) if r.json()[0]["$distinct_id"] == "u0")
+    last = next(i for i, r in enumerate(requests) if len(r.json()) == 500)
+    assert requests[last].json()[0]["$set"] == {"n": 4000} and last > first
+    assert all(double.profiles[f"u{i}"] == {"n": 4000 + i} for i in range(500))
+    assert all(double.profiles[f"u{i}"] == {"n": i} for i in range(500, 4000))
+    assert all(u["$token"] == TOKEN and u["$ip"] == "0" for r in requests for u in r.json())
+    assert progress[-1] == (4500, 4500)
+
+    assert structured(groups)["applied"] == 2001
+    assert sorted(len(r.json()) for r in double.received("/groups")) == [1, 2000]
+    assert double.group_profiles[("company", "c2000")] == {"seats": 2000}
+
+
+async def test_add_is_in_doubt_after_a_dropped_connection_and_not_resent_while_set_is(double, env):
+    updates = [
+        {"operation": "set", "distinct_id": "u1", "properties": {"plan": "pro"}},
+        {"operation": "add", "distinct_id": "u1", "properties": {"credits": 5}},
+        {"operation": "union", "distinct_id": "u2", "properties": {"tags": ["beta"]}},
+        {"operation": "set_once", "distinct_id": "u2", "properties": {"first": "2026-01-01"}},
+    ]
+    double.fail("/engage", drop=True)  # the double applies the request, then cuts the connection
+    async with stdio_client(env) as client:
+        result = await client.call_tool("engage", {"operation": "batch", "updates": updates})
+        double.fail("/engage", drop=True)
+        single_add = await client.call_tool("engage", {"operation": "add", "distinct_id": "u3", "properties": {"credits": 1}})
+        double.fail("/engage", drop=True)
+        single_set = await client.call_tool("engage", {"operation": "set", "distinct_id": "u4", "properties": {"plan": "team"}})
+
+    first, resent, add, set_dropped, set_again = double.received("/engage")
+    assert [next(k for k in u if k in ("$set", "$add", "$union", "$set_once")) for u in first.json()] == ["$set", "$add", "$union", "$set_once"]
+    assert resent.json() == [
+        {"$token": TOKEN, "$distinct_id": "u1", "$set": {"plan": "pro"}, "$ip": "0"},
+        {"$token": TOKEN, "$distinct_id": "u2", "$set_once": {"first": "2026-01-01"}, "$ip": "0"},
+    ]
+    # Applied once each: by the request whose answer was lost.
+    assert double.profiles["u1"] == {"plan": "pro", "credits": 5}
+    assert double.profiles["u2"] == {"tags": ["beta"], "first": "2026-01-01"}
+    data = structured(result)
+    assert (data["applied"], data["in_doubt"]) == (2, 2)
+    assert data["in_doubt_updates"] == [
+        {"index": 1, "operation": "add", "distinct_id": "u1"},
+        {"index": 2, "operation": "union", "distinct_id": "u2"},
+    ]
+    text = result.content[0].text
+    assert text.startswith("Applied 2 of 4 profile update(s) in 1 request(s). 2 are in doubt (in_doubt_updates)")
+    assert "were not: check those profiles" in text
+
+    # A single $add: one request, then in doubt; a single $set: resent after the drop.
+    assert add.json() == [{"$token": TOKEN, "$distinct_id": "u3", "$add": {"credits": 1}, "$ip": "0"}]
+    assert double.profiles["u3"] == {"credits": 1}
+    assert structured(single_add)["in_doubt"] == 1 and "mixpanel" not in structured(single_add)
+    assert single_add.content[0].text.startswith("add on user u3 is in doubt: the request failed after it may have reached Mixpanel")
+    assert set_dropped.body == set_again.body
+    assert structured(single_set) == {"operation": "set", "updates_sent": 1, "applied": 1, "mixpanel": {"status": 1, "error": None}}
+
+
+async def test_updates_that_keep_failing_are_reported_with_what_to_do(double, env):
+    double.fail("/engage", 503, times=10)
+    async with stdio_client(env) as client:
+        result = await client.call_tool("engage", {"operation": "batch", "updates": [{"operation": "set", "distinct_id": "u1", "properties": {"a": 1}}]})
+    assert "Mixpanel had a server error (503 on /engage) after 5 attempt(s)" in error_text(result)
+    assert len(double.received("/engage")) == 5  # the first try and four retries
+    assert double.profiles == {}

@@ -55,7 +55,7 @@ async def test_names_top_and_counts_by_interval_from_recent_events(double, env):
     assert first.basic_auth == SA and first.query == {"project_id": "1234", "type": "general", "limit": "255"}
     assert second.query == {"project_id": "1234", "type": "unique", "limit": "1"}
     # Volume over the last 31 days: Viewed page 6, Signed up 5; "Old" is 40 days back.
-    assert structured(names) == {"names": ["Viewed page", "Signed up"], "count": 2}
+    assert structured(names) == {"names": ["Viewed page", "Signed up"], "count": 2, "budget": {"query": {"remaining": 59, "limit": 60, "window": "hour"}}}
     assert "2 event name(s) in the last 31 days: Viewed page, Signed up." in names.content[0].text
     # Unique users: Signed up 4 (u1-u4), Viewed page 1.
     assert structured(unique)["names"] == ["Signed up"]
@@ -68,6 +68,7 @@ async def test_names_top_and_counts_by_interval_from_recent_events(double, env):
             {"amount": 6, "event": "Viewed page", "percent_change": 1},
             {"amount": 3, "event": "Signed up", "percent_change": 0.5},
         ],
+        "budget": {"query": {"remaining": 57, "limit": 60, "window": "hour"}},
     }
     assert "Viewed page 6 (+100%), Signed up 3 (+50%)" in top.content[0].text
 
@@ -127,7 +128,7 @@ async def test_counts_properties_values_and_property_counts(double, env):
 
     request = only(double, "/api/query/events/properties/values")
     assert request.query == {"project_id": "1234", "event": "Signed up", "name": "country", "limit": "255"}
-    assert structured(values) == {"event": "Signed up", "name": "country", "values": ["US", "DE"]}
+    assert structured(values) == {"event": "Signed up", "name": "country", "values": ["US", "DE"], "budget": {"query": {"remaining": 57, "limit": 60, "window": "hour"}}}
 
     first, second = double.received("/api/query/events/properties")
     assert first.basic_auth == SA

@@ -1,10 +1,12 @@
 """export: raw events (streamed NDJSON), profiles (paged), cohorts and the activity feed, over stdio."""
 
+import csv
 import datetime as dt
 import json
 import time
 
 import pytest
+from mcp import Client
 
 from mixpanel_mcp.double import export as double_export
 from tests.conftest import API_SECRET, PROJECT_ID, SA_SECRET, SA_USER, error_text, server_env, stdio_client, stored_event, structured
@@ -118,7 +120,10 @@ async def test_events_stop_reading_at_limit(double, env):
     assert data["returned"] == 5
     assert data["more_may_exist"] is True
     assert data["distinct_users"] == 4
-    assert "Read 5; more may exist — narrow dates/event/where or raise limit." in result.content[0].text
+    assert (
+        "Read 5; more may exist — save them all with output_file (.ndjson or .csv), or narrow dates/event/where "
+        "or raise limit." in result.content[0].text
+    )
 
     # Fewer events than the default 50 exist: all 30, and nothing more to fetch.
     all_of_them = structured(default)
@@ -206,9 +211,13 @@ async def test_events_invalid_arguments_send_nothing(double, env):
         order = await client.call_tool("export", {"operation": "events", "from_date": "2026-02-01", "to_date": "2026-01-01"})
         too_many = await client.call_tool("export", one_day("2026-01-01", limit=100_001))
         output_file = await client.call_tool("export", one_day("2026-01-01", output_file="/tmp/x"))
+        profiles = await client.call_tool("export", {"operation": "profiles", "limit": 5001})
     assert "from_date 2026-02-01 is after to_date 2026-01-01" in error_text(order)
     assert "limit" in error_text(too_many) and "100000" in error_text(too_many)
-    assert "output_file: unknown argument" in error_text(output_file)
+    assert error_text(output_file).endswith(
+        "- output_file: must end in .ndjson, .jsonl or .csv (the format to write). Example: /tmp/events.ndjson"
+    )
+    assert "at most 5000 profiles inline; write more with output_file" in error_text(profiles)
     assert double.received() == []
 
 
@@ -225,10 +234,167 @@ async def test_legacy_secret_authenticates_export_without_project_id(double, dou
     assert "project_id" not in request.query
 
 
+# -- events to a file -------------------------------------------------------------------------
+
+
+class Progress(list):
+    """A progress callback that records (progress, total, message)."""
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self.append((progress, total, message))
+
+
+async def test_events_to_ndjson_file_write_every_line(double, env, tmp_path):
+    double.events = [stored_event("Tick" if i % 3 else "Tock", f"u{i % 40}", at(9) + i, n=i) for i in range(2500)]
+    double.events.append(stored_event("Tick", "late", at(10)))  # after to_date
+    target = tmp_path / "events.ndjson"
+    progress = Progress()
+    async with stdio_client(env) as client:
+        result = await client.call_tool(
+            "export", one_day("2026-01-09", output_file=str(target)), progress_callback=progress
+        )
+        jsonl = await client.call_tool("export", one_day("2026-01-09", output_file=str(tmp_path / "two.jsonl"), limit=7))
+    data = structured(result)
+    first, second = double.received(EXPORT)
+    # No limit is sent: the file gets every event of the range.
+    assert query_of(first) == {"project_id": str(PROJECT_ID), "from_date": "2026-01-09", "to_date": "2026-01-09"}
+    assert query_of(second)["limit"] == "7"
+    lines = target.read_bytes().splitlines()
+    assert [json.loads(x) for x in lines] == [line(e) for e in double.events[:2500]]
+    assert data == {
+        "from_date": "2026-01-09",
+        "to_date": "2026-01-09",
+        "output_file": str(target),
+        "format": "ndjson",
+        "written": 2500,
+        "bytes": target.stat().st_size,
+        "more_may_exist": False,
+        "by_event": {"Tick": 1666, "Tock": 834},
+        "event_names": 2,
+        "distinct_users": 40,
+        "first_time": "2026-01-09T12:00:00Z",
+        "last_time": "2026-01-09T12:41:39Z",
+        "skipped_lines": 0,
+        "budget": {"export": {"remaining": 59, "limit": 60, "window": "hour"}},
+    }
+    size = f"{target.stat().st_size / 1_000_000:,.1f} MB"
+    assert result.content[0].text.startswith(
+        f"Wrote 2,500 events from 2026-01-09 to 2026-01-09 to {target} (NDJSON, {size}): 2 event name(s), top "
+        "Tick (1,666), Tock (834); 40 distinct user(s); times 2026-01-09T12:00:00Z to 2026-01-09T12:41:39Z.\n"
+    )
+    assert "events" not in data  # only the summary and the path come back
+    # Progress: events and bytes so far, the last report once everything was read.
+    assert progress and progress[-1][0] == 2500
+    assert progress[-1][2] == f"2,500 events, {size} so far"
+
+    capped = structured(jsonl)
+    assert (capped["written"], capped["more_may_exist"], capped["format"]) == (7, True, "ndjson")
+    assert len((tmp_path / "two.jsonl").read_bytes().splitlines()) == 7
+    assert "Read 7; more may exist — leave limit out to write them all." in jsonl.content[0].text
+
+
+async def test_events_to_csv_file(double, env, tmp_path):
+    double.events = [
+        stored_event("Signed up", "u1", at(11, 9), **{"$insert_id": "a1", "plan": "pro", "tags": ["x", "y"]}),
+        stored_event("Viewed page", "u2", at(11, 10), **{"$insert_id": "a2", "page": "=HYPERLINK(\"http://evil\")", "n": -3}),
+        stored_event("Viewed page", "u1", at(11, 11), **{"plan": "free", "ok": True, "page": "-12.5"}),
+    ]
+    target = tmp_path / "events.csv"
+    async with stdio_client(env) as client:
+        result = await client.call_tool("export", one_day("2026-01-11", output_file=str(target)))
+    data = structured(result)
+    with target.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows == [
+        ["event", "distinct_id", "time", "$insert_id", "plan", "tags", "mp_processing_time_ms", "page", "n", "ok"],
+        ["Signed up", "u1", str(at(11, 9)), "a1", "pro", '["x","y"]', str(at(11, 9) * 1000 + 1500), "", "", ""],
+        # Text a spreadsheet would run as a formula is quoted; a negative number stays a number.
+        ["Viewed page", "u2", str(at(11, 10)), "a2", "", "", str(at(11, 10) * 1000 + 1500), "'=HYPERLINK(\"http://evil\")", "-3", ""],
+        ["Viewed page", "u1", str(at(11, 11)), "", "free", "", str(at(11, 11) * 1000 + 1500), "-12.5", "", "true"],
+    ]
+    assert (data["format"], data["written"], data["bytes"]) == ("csv", 3, target.stat().st_size)
+    assert data["by_event"] == {"Viewed page": 2, "Signed up": 1}
+    assert f"to {target} (CSV, {target.stat().st_size:,} bytes)" in result.content[0].text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.csv"]  # the spool is gone
+
+
+async def test_output_file_is_never_overwritten_and_must_be_writable(double, env, tmp_path):
+    double.events = [stored_event("Tick", "u1", at(12))]
+    existing = tmp_path / "taken.ndjson"
+    existing.write_text("precious\n")
+    async with stdio_client(env) as client:
+        taken = await client.call_tool("export", one_day("2026-01-12", output_file=str(existing)))
+        nowhere = await client.call_tool("export", one_day("2026-01-12", output_file=str(tmp_path / "no" / "dir.csv")))
+        double.fail(EXPORT, 400, body="Invalid date range")
+        refused = await client.call_tool("export", one_day("2026-01-12", output_file=str(tmp_path / "refused.csv")))
+    assert error_text(taken) == (
+        f"Could not write the output file {existing}: it already exists (nothing is overwritten). "
+        "Choose another path and try again."
+    )
+    assert existing.read_text() == "precious\n"
+    assert error_text(nowhere).startswith(f"Could not write the output file {tmp_path / 'no' / 'dir.csv'}: No such file or directory.")
+    assert 'Mixpanel said: "Invalid date range"' in error_text(refused)
+    assert len(double.received(EXPORT)) == 1  # only the refused one: the unusable paths sent nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.ndjson"]  # nothing half-made left behind
+
+
+async def test_dropped_connection_keeps_what_arrived(double, env, tmp_path, monkeypatch):
+    double.events = [stored_event("Tick", "u1", at(13) + i) for i in range(6)]
+    monkeypatch.setattr(double_export, "EXPORT_DROP_AFTER", 4)  # 4 whole lines, then the connection breaks
+    target = tmp_path / "cut.ndjson"
+    async with stdio_client(env) as client:
+        to_file = await client.call_tool("export", one_day("2026-01-13", output_file=str(target)))
+        inline = await client.call_tool("export", one_day("2026-01-13"))
+        monkeypatch.setattr(double_export, "EXPORT_DROP_AFTER", 0)
+        nothing = await client.call_tool("export", one_day("2026-01-13"))
+    data = structured(to_file)
+    assert [json.loads(x) for x in target.read_bytes().splitlines()] == [line(e) for e in double.events[:4]]
+    assert (data["written"], data["interrupted"]) == (4, "the connection closed mid-stream")
+    assert "The stream broke off (the connection closed mid-stream): the file is incomplete." in to_file.content[0].text
+    listed = structured(inline)
+    assert listed["events"] == [line(e) for e in double.events[:4]]
+    assert "The stream broke off (the connection closed mid-stream): the list is incomplete." in inline.content[0].text
+    # Broken before the first event: nothing to show, so an error (not retried: the answer had begun).
+    assert error_text(nothing).startswith(
+        "Mixpanel (export API, /export) could not be reached (the connection closed mid-stream) after 1 attempt(s)."
+    )
+
+
+async def test_an_endless_line_is_skipped_not_held(double, double_url, monkeypatch):
+    """In process (the limit is lowered here): a 'line' longer than MAX_LINE is dropped as it streams in."""
+    from mixpanel_mcp.client import MixpanelClient
+    from mixpanel_mcp.client import export as client_export
+    from mixpanel_mcp.config import load_settings
+
+    monkeypatch.setattr(client_export, "MAX_LINE", 1000)
+    first, second = stored_event("Tick", "u1", at(15)), stored_event("Tock", "u2", at(15) + 1)
+    body = json.dumps(line(first)) + "\n" + "x" * 300_000 + "\n" + json.dumps(line(second)) + "\n"
+    double.fail(EXPORT, 200, body=body)
+    async with MixpanelClient(load_settings(server_env(double_url))) as client:
+        read = await client_export.export_events(client, from_date="2026-01-15", to_date="2026-01-15", limit=10)
+    assert read.events == [line(first), line(second)]
+    assert (read.summary.skipped_lines, read.summary.bytes) == (1, len(body))
+
+
+async def test_output_file_is_refused_over_http(double, http_server, tmp_path):
+    async with Client(http_server) as client:
+        result = await client.call_tool("export", one_day("2026-01-14", output_file=str(tmp_path / "x.ndjson")))
+        profiles = await client.call_tool("export", {"operation": "profiles", "output_file": str(tmp_path / "p.csv")})
+    assert error_text(result) == (
+        "output_file is only available when the server runs on your machine (stdio): this server cannot write "
+        "files for you. Leave output_file out and read the answer in pages (limit, narrower dates or where)."
+    )
+    assert error_text(profiles) == error_text(result)
+    assert double.received() == []
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- profiles ---------------------------------------------------------------------------------
 
 
-async def test_profiles_page_through_with_session_id(double, env, monkeypatch):
+async def test_profiles_page_through_with_session_id(double, double_url, monkeypatch):
+    """Every page on the wire: the result cache is off here (test_budget.py checks that it answers repeats)."""
+    env = server_env(double_url, MIXPANEL_CACHE_TTL="0", MIXPANEL_CACHE_TTL_TODAY="0")
     monkeypatch.setattr(double_export, "ENGAGE_PAGE_SIZE", 2)
     double.profiles = {f"u{i}": {"plan": "pro" if i != 3 else "free", "n": i} for i in range(1, 9)}  # 7 on pro
     where = 'properties["plan"] == "pro"'
@@ -272,6 +438,45 @@ async def test_profiles_page_through_with_session_id(double, env, monkeypatch):
     again = structured(resumed)
     assert [p["$distinct_id"] for p in again["profiles"]] == expected_ids[2:6]
     assert (again["pages"], again["more_may_exist"], again["next_page"]) == (2, True, 3)
+
+
+async def test_profiles_to_files_page_through_everything(double, env, monkeypatch, tmp_path):
+    monkeypatch.setattr(double_export, "ENGAGE_PAGE_SIZE", 2)
+    double.profiles = {f"u{i}": {"plan": "pro", "n": i, "$email": f"u{i}@x.io"} for i in range(1, 8)}
+    double.profiles["u4"] = {"plan": "=1+1", "$email": "u4@x.io", "n": 4, "tags": ["a"]}
+    ndjson, table = tmp_path / "people.ndjson", tmp_path / "people.csv"
+    async with stdio_client(env) as client:
+        everything = await client.call_tool("export", {"operation": "profiles", "output_file": str(ndjson)})
+        chosen = await client.call_tool(
+            "export",
+            {"operation": "profiles", "output_file": str(table), "output_properties": ["$email", "plan"], "limit": 5},
+        )
+    data = structured(everything)
+    written = [json.loads(x) for x in ndjson.read_bytes().splitlines()]
+    assert written == [{"$distinct_id": i, "$properties": double.profiles[i]} for i in sorted(double.profiles)]
+    assert (data["written"], data["total"], data["pages"], data["more_may_exist"]) == (7, 7, 4, False)
+    assert "profiles" not in data
+    assert everything.content[0].text.startswith(f"Wrote 7 of 7 profile(s) in 4 page(s) to {ndjson} (NDJSON, ")
+
+    forms = [r.form for r in double.received(ENGAGE)]
+    session = forms[1]["session_id"]
+    assert forms[:4] == [{}, {"session_id": session, "page": "1"}, {"session_id": session, "page": "2"}, {"session_id": session, "page": "3"}]
+    wanted = '["$email","plan"]'
+    later = forms[4:]
+    assert later[0] == {"output_properties": wanted}
+    assert [f.get("page") for f in later] == [None, "1", "2"]  # 5 of 7 profiles: the third page is cut
+    with table.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows == [
+        ["$distinct_id", "plan", "$email"],  # property columns in the order they first appear
+        ["u1", "pro", "u1@x.io"],
+        ["u2", "pro", "u2@x.io"],
+        ["u3", "pro", "u3@x.io"],
+        ["u4", "'=1+1", "u4@x.io"],
+        ["u5", "pro", "u5@x.io"],
+    ]
+    capped = structured(chosen)
+    assert (capped["written"], capped["format"], capped["more_may_exist"], capped["next_page"]) == (5, "csv", True, 2)
 
 
 async def test_profiles_selectors_are_sent_as_mixpanel_wants(double, env):

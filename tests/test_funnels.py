@@ -62,6 +62,7 @@ async def test_list_then_query_sums_steps_over_dates(double, env):
     assert data == {
         "funnels": [{"funnel_id": 7509, "name": "Signup funnel"}, {"funnel_id": 42, "name": "Checkout"}],
         "count": 2,
+        "budget": {"query": {"remaining": 59, "limit": 60, "window": "hour"}},
     }
     assert listed.content[0].text.startswith("2 saved funnel(s): Signup funnel (7509), Checkout (42).")
 

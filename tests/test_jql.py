@@ -43,7 +43,7 @@ async def test_script_and_params_are_form_encoded_and_rows_returned(double, env)
     assert json.loads(form["params"]) == params
     assert b"script=function+main%28%29" in first.body and b"caf%C3%A9+%26+co+%3D+1" in first.body
     data = structured(echoed)
-    assert data == {"rows": 1, "results": [params]}
+    assert data == {"rows": 1, "results": [params], "budget": {"query": {"remaining": 59, "limit": 60, "window": "hour"}}}
     assert echoed.content[0].text.startswith(
         'JQL returned 1 row(s); first: {"from_date":"2026-01-05","to_date":"2026-01-06","label":"café & co = 1"}'
     )
@@ -52,13 +52,17 @@ async def test_script_and_params_are_form_encoded_and_rows_returned(double, env)
     form = assert_jql_request(second)
     assert form["script"] == COUNT and json.loads(form["params"]) == params
     data = structured(counted)
-    assert data == {"rows": 2, "results": [{"key": ["Opened app"], "value": 2}, {"key": ["Signed up"], "value": 1}]}
+    assert data == {
+        "rows": 2,
+        "results": [{"key": ["Opened app"], "value": 2}, {"key": ["Signed up"], "value": 1}],
+        "budget": {"query": {"remaining": 58, "limit": 60, "window": "hour"}},
+    }
     assert counted.content[0].text.startswith('JQL returned 2 row(s); first: {"key":["Opened app"],"value":2}')
 
     # No params: no params field at all.
     form = assert_jql_request(third)
     assert form == {"script": ECHO}
-    assert structured(bare) == {"rows": 1, "results": [None]}
+    assert structured(bare) == {"rows": 1, "results": [None], "budget": {"query": {"remaining": 57, "limit": 60, "window": "hour"}}}
 
 
 async def test_refused_script_retry_and_invalid_arguments(double, env):
@@ -82,7 +86,7 @@ async def test_refused_script_retry_and_invalid_arguments(double, env):
     requests = double.received("/api/query/jql")
     assert len(requests) == 3
     assert requests[1].form == requests[2].form == {"script": ECHO, "params": '{"n":1}'}
-    assert structured(retried) == {"rows": 1, "results": [{"n": 1}]}
+    assert structured(retried) == {"rows": 1, "results": [{"n": 1}], "budget": {"query": {"remaining": 57, "limit": 60, "window": "hour"}}}
 
     for result, field in ((empty, "script"), (extra, "operation"), (not_object, "params")):
         text = error_text(result)

@@ -12,6 +12,17 @@ SIGNUP = {"description": "Signed up", "properties": {"plan": {"type": "string"},
 USER = {"description": "A user", "properties": {"$email": {"type": "string"}}}
 
 
+@pytest.fixture
+def roomy_env(double_url):
+    """These tests make more Lexicon calls than Mixpanel's 5 a minute; the budget is tested in test_budget.py."""
+    return server_env(double_url, MIXPANEL_LEXICON_LIMIT_PER_MINUTE="100")
+
+
+def answer(result) -> dict:
+    """The structured result without the budget report (asserted in test_budget.py)."""
+    return {k: v for k, v in structured(result).items() if k != "budget"}
+
+
 def seed(double) -> None:
     double.schemas = {("event", "Added To Cart"): dict(CART), ("event", "Signed up"): dict(SIGNUP), ("profile", "$user"): dict(USER)}
 
@@ -45,11 +56,17 @@ async def test_list_at_three_levels(double, env):
     typed = structured(events)
     assert [s["name"] for s in typed["schemas"]] == ["Added To Cart", "Signed up"]
     assert events.content[0].text.startswith("2 schema(s) for event entities:")
-    assert structured(one) == {"entity_type": "event", "name": "Added To Cart", "schema": CART}
+    assert structured(one) == {
+        "entity_type": "event",
+        "name": "Added To Cart",
+        "schema": CART,
+        "budget": {"lexicon": {"remaining": 2, "limit": 5, "window": "minute"}},
+    }
     assert one.content[0].text.startswith("Schema of event 'Added To Cart': 1 property described.")
 
 
-async def test_upsert_bulk_single_and_truncate(double, env):
+async def test_upsert_bulk_single_and_truncate(double, roomy_env):
+    env = roomy_env
     seed(double)
     entries = [
         {"entityType": "event", "name": "Signed up", "schemaJson": {"description": "New", "properties": {"plan": {"type": "string"}}}},
@@ -66,7 +83,7 @@ async def test_upsert_bulk_single_and_truncate(double, env):
     assert_lexicon_request(first, "POST", BASE)
     assert first.headers["content-type"] == "application/json"
     assert first.json() == {"entries": entries, "truncate": False}
-    assert structured(bulk) == {"sent": 2, "truncate": False, "added": 2, "deleted": 0}
+    assert answer(bulk) == {"sent": 2, "truncate": False, "added": 2, "deleted": 0}
     assert bulk.content[0].text.startswith("Mixpanel added or replaced 2 schema(s).")
     assert after_bulk[("event", "Signed up")] == entries[0]["schemaJson"]  # replaced, not merged
     assert after_bulk[("event", "Checkout")] == {"description": "Paid"}
@@ -74,19 +91,20 @@ async def test_upsert_bulk_single_and_truncate(double, env):
 
     assert_lexicon_request(second, "POST", BASE + "/profile/$user")
     assert second.json() == {"description": "Customer"}
-    assert structured(single) == {"entity_type": "profile", "name": "$user", "saved": True}
+    assert answer(single) == {"entity_type": "profile", "name": "$user", "saved": True}
     assert single.content[0].text.startswith("Saved the schema of profile '$user', replacing any earlier one.")
 
     assert_lexicon_request(third, "POST", BASE)
     assert third.json() == {"entries": entries[1:], "truncate": True}
-    assert structured(truncated) == {"sent": 1, "truncate": True, "added": 1, "deleted": 4}
+    assert answer(truncated) == {"sent": 1, "truncate": True, "added": 1, "deleted": 4}
     assert truncated.content[0].text.startswith(
         "Mixpanel added or replaced 1 schema(s) after deleting the whole dictionary (4 schema(s))."
     )
     assert double.schemas == {("event", "Checkout"): {"description": "Paid"}}
 
 
-async def test_delete_at_three_levels(double, env):
+async def test_delete_at_three_levels(double, roomy_env):
+    env = roomy_env
     seed(double)
     async with stdio_client(env) as client:
         one = await client.call_tool("lexicon", {"operation": "delete", "entity_type": "event", "name": "Signed up"})
@@ -98,12 +116,12 @@ async def test_delete_at_three_levels(double, env):
     assert_lexicon_request(first, "DELETE", BASE + "/event/Signed up")
     assert_lexicon_request(second, "DELETE", BASE + "/profile")
     assert_lexicon_request(third, "DELETE", BASE)
-    assert structured(one) == {"entity_type": "event", "name": "Signed up", "delete_count": 1}
+    assert answer(one) == {"entity_type": "event", "name": "Signed up", "delete_count": 1}
     assert one.content[0].text.startswith("Deleted 1 schema(s) of event 'Signed up'.")
     assert left_after_one == {("event", "Added To Cart"), ("profile", "$user")}
     assert structured(typed)["delete_count"] == 1
     assert left_after_type == {("event", "Added To Cart")}
-    assert structured(everything) == {"entity_type": None, "name": None, "delete_count": 1}
+    assert answer(everything) == {"entity_type": None, "name": None, "delete_count": 1}
     assert everything.content[0].text.startswith("Deleted 1 schema(s) of the whole project.")
     assert double.schemas == {}
 
@@ -143,7 +161,8 @@ async def test_invalid_arguments_send_nothing(double, env):
     assert double.received() == []
 
 
-async def test_mixpanel_errors_name_the_fix(double, env):
+async def test_mixpanel_errors_name_the_fix(double, roomy_env):
+    env = roomy_env
     seed(double)
     async with stdio_client(env) as client:
         double.fail(BASE, 401, body={"error": "Authentication required", "status": "error"})

@@ -20,7 +20,7 @@ INGESTION = {"track", "engage", "groups"}
 
 
 async def listed(env: dict) -> list[dict]:
-    async with stdio_client(env) as client:
+    async with stdio_client(env, confirm=True) as client:
         result = await client.list_tools()
     return [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in result.tools]
 

@@ -10,7 +10,9 @@
     │   ├── PayloadTooLargeError    413
     │   ├── RateLimitError          429 (after retries, or with a wait too long to sleep through)
     │   └── ServerError             5xx after retries
-    └── TransportError              no usable answer: connection failed or timed out (after retries)
+    ├── TransportError              no usable answer: connection failed or timed out (after retries)
+    ├── BudgetExhaustedError        not sent: this project's rate budget (counted here) is spent for now
+    └── OutputFileError             not sent, or stopped: the output file cannot be written here
 """
 
 from __future__ import annotations
@@ -107,6 +109,32 @@ class TransportError(MixpanelError):
         self.reason = reason
         self.timed_out = timed_out
         self.attempts = attempts
+
+
+class BudgetExhaustedError(MixpanelError):
+    """The client-side limiter refused a request before it was sent: waiting would take too long.
+
+    `retry_after` is how many seconds until the limit frees a slot; `until` the same moment as epoch seconds.
+    """
+
+    def __init__(self, *, api: Api, endpoint: str, limit: str, retry_after: float, until: float) -> None:
+        super().__init__(f"{endpoint}: {api} budget spent ({limit}); free again in {retry_after:.0f} s")
+        self.api = api
+        self.endpoint = endpoint
+        self.limit = limit
+        self.retry_after = retry_after
+        self.until = until
+
+
+class OutputFileError(MixpanelError):
+    """An export's output file cannot be written: local files are off, or the file system said no."""
+
+    def __init__(self, path: str, reason: str, *, disabled: bool = False, written: int = 0) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.disabled = disabled  # local files are off (an HTTP server): no path will do
+        self.written = written  # events written before the failure
 
 
 STATUS_ERRORS: dict[int, type[UpstreamError]] = {

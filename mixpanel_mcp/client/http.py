@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import hashlib
 import logging
 import math
 import random
@@ -21,6 +22,8 @@ import anyio
 import httpx2
 
 from mixpanel_mcp import __version__
+from mixpanel_mcp.client.budget import budget_for
+from mixpanel_mcp.client.cache import Stored, request_key, result_cache, ttl_for
 from mixpanel_mcp.client.errors import (
     Api,
     Credential,
@@ -89,6 +92,30 @@ def error_detail(response: httpx2.Response, secrets: list[str]) -> str | None:
     return strip_controls(text)[: 500 if isinstance(body, Mapping) else 300]
 
 
+# Reads the result cache may answer: every Query API GET, its read-only POSTs, and Lexicon GETs.
+CACHEABLE_QUERY_POSTS = frozenset({"/jql", "/engage", "/cohorts/list"})
+
+
+def cacheable(api: Api, method: str, path: str) -> bool:
+    if api is Api.QUERY:
+        return method == "GET" or (method == "POST" and path in CACHEABLE_QUERY_POSTS)
+    return api is Api.LEXICON and method == "GET"
+
+
+def _scope(settings: Settings) -> str:
+    """Who is asking: cached answers are only ever shared between clients with the same hosts and credentials."""
+    parts = [
+        settings.ingestion_url,
+        settings.query_url,
+        settings.export_url,
+        str(settings.project_id),
+        str(settings.workspace_id),
+        settings.service_account_username or "",
+        *settings.secrets(),
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
 class MixpanelClient:
     """Async client for every Mixpanel API family; one instance per server process (or per agent project)."""
 
@@ -101,16 +128,27 @@ class MixpanelClient:
     ) -> None:
         self.settings = settings
         self._sleep = sleep
-        self._http = httpx2.AsyncClient(
-            transport=transport,
-            timeout=httpx2.Timeout(settings.timeout, connect=10.0),
-            headers={"User-Agent": f"mixpanel-mcp/{__version__}"},
-            limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20),
-            follow_redirects=False,
-        )
+        self._scope = _scope(settings)
+        self._transport = transport
+        self._client: httpx2.AsyncClient | None = None
+
+    @property
+    def _http(self) -> httpx2.AsyncClient:
+        """The connection pool, made on first use: building its TLS context costs ~50 ms, which a server
+        should not spend before it can answer tools/list."""
+        if self._client is None:
+            self._client = httpx2.AsyncClient(
+                transport=self._transport,
+                timeout=httpx2.Timeout(self.settings.timeout, connect=10.0),
+                headers={"User-Agent": f"mixpanel-mcp/{__version__}"},
+                limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20),
+                follow_redirects=False,
+            )
+        return self._client
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def __aenter__(self) -> MixpanelClient:
         return self
@@ -169,87 +207,130 @@ class MixpanelClient:
     ) -> httpx2.Response:
         """Send one logical request, retrying what is safe to retry; raise a typed error on failure.
 
-        A response whose status is in `accept` is returned as it is (not raised, not retried).
+        A response whose status is in `accept` is returned as it is (not raised, not retried). A read
+        (see `cacheable`) may be answered from the result cache, or share an identical request in flight.
         """
-        async with self._send(
-            api, method, path, params=params, idempotent=idempotent, stream=False, accept=accept, **kwargs
-        ) as r:
-            return r
+        credential, request = self._build(api, method, path, params, **kwargs)
+        cache_settings = self.settings.cache
+        if cacheable(api, method, path) and (cache_settings.ttl > 0 or cache_settings.ttl_today > 0):
+            ttl = ttl_for(cache_settings.ttl, cache_settings.ttl_today, params, kwargs.get("data"))
+
+            async def call() -> httpx2.Response:
+                async with self._send(api, path, credential, request, idempotent=idempotent, stream=False, accept=accept) as r:
+                    return r
+
+            answer = await result_cache().fetch(request_key(self._scope, request), self._scope, ttl, call)
+            if isinstance(answer, Stored):
+                self._note_cached(api)
+                return answer.response(request)
+            return answer
+        write = method not in ("GET", "HEAD") and not cacheable(api, method, path)
+        if write:  # what was read before may have changed: forget it (again once the write is done)
+            result_cache().invalidate(self._scope)
+        try:
+            async with self._send(api, path, credential, request, idempotent=idempotent, stream=False, accept=accept) as r:
+                return r
+        finally:
+            if write:
+                result_cache().invalidate(self._scope)
 
     @asynccontextmanager
     async def stream(
         self, api: Api, method: str, path: str, *, params: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> AsyncIterator[httpx2.Response]:
-        """Like `request`, but the body is left unread for the caller to iterate."""
-        async with self._send(api, method, path, params=params, idempotent=True, stream=True, **kwargs) as r:
+        """Like `request`, but the body is left unread for the caller to iterate (never cached)."""
+        credential, request = self._build(api, method, path, params, **kwargs)
+        async with self._send(api, path, credential, request, idempotent=True, stream=True) as r:
             yield r
 
-    @asynccontextmanager
-    async def _send(
-        self,
-        api: Api,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None,
-        idempotent: bool,
-        stream: bool,
-        accept: frozenset[int] = frozenset(),
-        **kwargs: Any,
-    ) -> AsyncIterator[httpx2.Response]:
+    def _build(
+        self, api: Api, method: str, path: str, params: Mapping[str, Any] | None, **kwargs: Any
+    ) -> tuple[Credential | None, httpx2.Request]:
         credential, auth, auth_params = self.credentials(api)
         query = {**auth_params, **{k: v for k, v in (params or {}).items() if v is not None}}
         request = self._http.build_request(method, self.url(api, path), params=query, **kwargs)
         if auth is not None:
             request.headers["Authorization"] = basic_auth(*auth)
+        return credential, request
+
+    def _note_cached(self, api: Api) -> None:
+        stats = call_stats.get()
+        if stats is None:
+            return
+        stats.cached = True
+        budget = budget_for(api, self.settings)
+        if budget is not None:
+            stats.budget[api.value] = budget.remaining()
+
+    @asynccontextmanager
+    async def _send(
+        self,
+        api: Api,
+        path: str,
+        credential: Credential | None,
+        request: httpx2.Request,
+        *,
+        idempotent: bool,
+        stream: bool,
+        accept: frozenset[int] = frozenset(),
+    ) -> AsyncIterator[httpx2.Response]:
         stats = call_stats.get()
         retry = self.settings.retry
+        budget = budget_for(api, self.settings)
         attempt = 0
         while True:
-            attempt += 1
-            if stats is not None:
-                stats.requests += 1
-                stats.retries += attempt > 1
-            wait: float | None
+            # Every attempt is a request Mixpanel counts: each one waits for, and spends, the budget.
+            ticket = await budget.acquire(path) if budget is not None else None
             try:
-                response = await self._http.send(request, stream=stream)
-            except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
-                never_sent = isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout))
-                timed_out = isinstance(exc, httpx2.TimeoutException)
-                if attempt > retry.max_retries or not (idempotent or never_sent):
-                    raise TransportError(
-                        api=api,
-                        endpoint=path,
-                        reason=_transport_reason(exc),
-                        timed_out=timed_out,
-                        attempts=attempt,
-                    ) from None
-                wait = None
-            else:
-                if response.status_code < 400 or response.status_code in accept:
-                    try:
-                        yield response
-                    finally:
-                        await response.aclose()
-                    return
-                if stream:
-                    await response.aread()
-                wait = parse_retry_after(response.headers.get("Retry-After"))
-                retryable = response.status_code in RETRYABLE_STATUSES and (
-                    idempotent or response.status_code in UNAMBIGUOUS_STATUSES
-                )
-                too_long = wait is not None and wait > retry.max_delay
-                if not retryable or too_long or attempt > retry.max_retries:
-                    raise error_for_status(response.status_code)(
-                        api=api,
-                        status=response.status_code,
-                        detail=error_detail(response, self.settings.secrets()),
-                        credential=credential,
-                        endpoint=path,
-                        retry_after=wait,
-                        attempts=attempt,
+                attempt += 1
+                if stats is not None:
+                    stats.requests += 1
+                    stats.retries += attempt > 1
+                    if budget is not None:
+                        stats.budget[api.value] = budget.remaining()
+                wait: float | None
+                try:
+                    response = await self._http.send(request, stream=stream)
+                except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
+                    never_sent = isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout))
+                    timed_out = isinstance(exc, httpx2.TimeoutException)
+                    if attempt > retry.max_retries or not (idempotent or never_sent):
+                        raise TransportError(
+                            api=api,
+                            endpoint=path,
+                            reason=_transport_reason(exc),
+                            timed_out=timed_out,
+                            attempts=attempt,
+                        ) from None
+                    wait = None
+                else:
+                    if response.status_code < 400 or response.status_code in accept:
+                        try:
+                            yield response
+                        finally:
+                            await response.aclose()
+                        return
+                    if stream:
+                        await response.aread()
+                    wait = parse_retry_after(response.headers.get("Retry-After"))
+                    retryable = response.status_code in RETRYABLE_STATUSES and (
+                        idempotent or response.status_code in UNAMBIGUOUS_STATUSES
                     )
-                logger.info("%s %s answered %d; retrying", method, path, response.status_code)
+                    too_long = wait is not None and wait > retry.max_delay
+                    if not retryable or too_long or attempt > retry.max_retries:
+                        raise error_for_status(response.status_code)(
+                            api=api,
+                            status=response.status_code,
+                            detail=error_detail(response, self.settings.secrets()),
+                            credential=credential,
+                            endpoint=path,
+                            retry_after=wait,
+                            attempts=attempt,
+                        )
+                    logger.info("%s %s answered %d; retrying", request.method, path, response.status_code)
+            finally:
+                if ticket is not None:
+                    ticket.release()
             await self._sleep(wait if wait is not None else self.backoff(attempt))
 
     def backoff(self, attempt: int) -> float:

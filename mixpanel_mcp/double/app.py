@@ -57,7 +57,9 @@ class Recorder:
             if fault is not None:
                 if fault.delay:
                     await anyio.sleep(fault.delay)
-                if fault.status:
+                if fault.drop:
+                    send = _dropping(send)
+                elif fault.status:
                     await _respond(send, fault.status, fault.body, fault.headers)
                     return
             scope.setdefault("state", {})["recorded"] = recorded
@@ -73,6 +75,18 @@ class Recorder:
             await self.app(scope, replay, send)
         finally:
             self.state.leave()
+
+
+def _dropping(send: Send) -> Send:
+    """Pass the answer's head through, then fail instead of sending its body: uvicorn closes the
+    connection, and the client sees it cut off after the request was fully processed."""
+
+    async def dropped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            raise ConnectionAbortedError("injected fault: connection dropped after the request was processed")
+        await send(message)
+
+    return dropped
 
 
 async def _respond(send: Send, status: int, body: Any, headers: dict[str, str]) -> None:

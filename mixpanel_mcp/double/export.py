@@ -5,6 +5,8 @@ Test knobs, module-level (restore them after use, e.g. with pytest's monkeypatch
 - ENGAGE_PAGE_SIZE: profiles per /engage page (Mixpanel's is 1000).
 - EXPORT_CUT_AFTER: end the export stream after this many events with half an event line, as a
   connection cut mid-line leaves it (None: the whole answer).
+- EXPORT_DROP_AFTER: send this many whole events, then drop the connection without ending the response
+  (no closing chunk), as a network failure mid-export leaves it.
 - EXPORT_STALL_AFTER: ignore `limit`, send this many events, then hold the connection open without
   sending more (for up to STALL_SECONDS, or until the client hangs up), like a huge export in progress.
 Cohort members, for filter_by_cohort, are the distinct_ids in a cohort's "members" list (never listed).
@@ -31,6 +33,7 @@ from mixpanel_mcp.double.state import DoubleState, RecordedRequest
 
 ENGAGE_PAGE_SIZE = 1000
 EXPORT_CUT_AFTER: int | None = None
+EXPORT_DROP_AFTER: int | None = None
 EXPORT_STALL_AFTER: int | None = None
 STALL_SECONDS = 8.0
 EXPORT_MAX_LIMIT = 100_000
@@ -99,6 +102,7 @@ def _export(state: DoubleState) -> Callable[[Request], Any]:
         if limit_text is not None and stall_after is None:
             selected = selected[: int(limit_text)]
         cut_after = EXPORT_CUT_AFTER
+        drop_after = EXPORT_DROP_AFTER
 
         async def lines() -> AsyncIterator[bytes]:
             for number, event in enumerate(selected):
@@ -112,6 +116,8 @@ def _export(state: DoubleState) -> Callable[[Request], Any]:
                 properties["time"] = int(time * 1000) if in_ms else int(time)
                 properties.setdefault("mp_processing_time_ms", int(time * 1000) + 1500)
                 line = json.dumps({"event": event["event"], "properties": properties})
+                if drop_after is not None and number == drop_after:
+                    raise ConnectionAbortedError("the double drops the export connection")
                 if cut_after is not None and number == cut_after:
                     yield line[: len(line) // 2].encode()
                     return

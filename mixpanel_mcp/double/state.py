@@ -44,7 +44,11 @@ class RecordedRequest:
 
 @dataclass
 class Fault:
-    """Answer the next `times` matching requests with `status` (and `body`), or stall for `delay` seconds."""
+    """Answer the next `times` matching requests with `status` (and `body`), or stall for `delay` seconds.
+
+    With `drop`, the request is processed as usual (its data is stored) and the connection is then cut
+    before the answer's body: the client cannot tell whether it arrived.
+    """
 
     path: str
     status: int = 500
@@ -53,6 +57,7 @@ class Fault:
     times: int = 1
     delay: float = 0.0
     method: str | None = None
+    drop: bool = False
 
 
 @dataclass
@@ -93,9 +98,9 @@ class DoubleState:
     # -- what tests use ------------------------------------------------------------------
 
     def fail(self, path: str, status: int = 500, *, times: int = 1, body: Any = None, headers: dict[str, str] | None = None,
-             delay: float = 0.0, method: str | None = None) -> None:
+             delay: float = 0.0, method: str | None = None, drop: bool = False) -> None:
         with self._lock:
-            self.faults.append(Fault(path, status, body, headers or {}, times, delay, method))
+            self.faults.append(Fault(path, status, body, headers or {}, times, delay, method, drop))
 
     def received(self, path: str | None = None) -> list[RecordedRequest]:
         with self._lock:

@@ -73,6 +73,29 @@ class Result:
 
 
 Handler = Callable[[Run, Any], Awaitable[Result]]
+Refinement = Callable[[Any], Access]
+
+
+def _truncating(args: Any) -> Access:
+    """A Lexicon upsert replaces schemas (a write); with truncate=true it first wipes the whole dictionary."""
+    return Access.DESTRUCTIVE if getattr(args, "truncate", False) else Access.WRITE
+
+
+def _deleting(args: Any) -> Access:
+    """A profile batch is a write unless one of its updates deletes a profile."""
+    updates = getattr(args, "updates", None) or []
+    return Access.DESTRUCTIVE if any(getattr(u, "operation", None) == "delete" for u in updates) else Access.WRITE
+
+
+# Operations whose class depends on the arguments of the call, by (group, operation). Their registered
+# `access` is the most they can do (what annotations and read-only filtering use); `Operation.access_for`
+# gives the class of one call (what confirmation uses). This table and the `access=` of each registration
+# are the whole classification.
+REFINEMENTS: dict[tuple[str, str], Refinement] = {
+    ("lexicon", "upsert"): _truncating,
+    ("engage", "batch"): _deleting,
+    ("groups", "batch"): _deleting,
+}
 
 
 @dataclass(frozen=True)
@@ -80,10 +103,15 @@ class Operation:
     name: str
     args: type[Args]
     handler: Handler
-    access: Access
+    access: Access  # the most this operation can do
     needs: Needs
     idempotent: bool
     summary: str
+    refine: Refinement | None = None
+
+    def access_for(self, args: Any) -> Access:
+        """The class of one call: `access`, or what the arguments make it."""
+        return self.access if self.refine is None else self.refine(args)
 
 
 @dataclass
@@ -115,6 +143,7 @@ class ToolGroup:
                 needs=needs,
                 idempotent=access is Access.READ if idempotent is None else idempotent,
                 summary=summary,
+                refine=REFINEMENTS.get((self.name, name)),
             )
             return handler
 

@@ -7,9 +7,14 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import Field, TypeAdapter, ValidationError, WithJsonSchema, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
-from mixpanel_mcp.client.profiles import IDEMPOTENT_OPERATORS, profile_update, send_updates
+from mixpanel_mcp.client.batching import Outcome, Status, render, size
+from mixpanel_mcp.client.profiles import IDEMPOTENT_OPERATORS, apply_updates, profile_update
+from mixpanel_mcp.errors import describe_error
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._params import MAX_BATCH
+
+MAX_UPDATES = 100_000  # per call; sent 2,000 per request
+SHOWN = 50
+RANGES_SHOWN = 20
 
 Scalar = str | float | int | bool | None
 
@@ -62,6 +67,44 @@ def _target(args: Any) -> str:
     return f"group {args.group_key}={args.group_id}"
 
 
+def _in_doubt(outcome: Outcome, items: list[Any]) -> list[dict[str, Any]]:
+    """The in-doubt updates named: index, operation and profile."""
+    named = []
+    for entry in outcome.in_doubt[:SHOWN]:
+        item = items[entry["index"]]
+        who = {"distinct_id": item.distinct_id} if hasattr(item, "distinct_id") else {"group_key": item.group_key, "group_id": item.group_id}
+        named.append({"index": entry["index"], "operation": item.operation if hasattr(item, "operation") else None, **who})
+    return named
+
+
+IN_DOUBT_ADVICE = (
+    "the request failed after it may have reached Mixpanel, and add/append/union/remove would apply twice if "
+    "resent, so they were not: check those profiles (export operation profiles) before sending them again."
+)
+
+
+def _report(outcome: Outcome, items: list[Any], operation: str) -> dict[str, Any]:
+    """Counts and what needs attention; raises the error when nothing is known to be applied."""
+    applied, doubtful = outcome.count(Status.STORED), outcome.count(Status.IN_DOUBT)
+    if outcome.error is not None and not (applied or doubtful):
+        raise outcome.error  # nothing applied: the error says what to do, and every update may be sent again
+    data: dict[str, Any] = {"operation": operation, "updates_sent": outcome.total, "applied": applied}
+    if doubtful:
+        data["in_doubt"] = doubtful
+        data["in_doubt_updates"] = _in_doubt(outcome, items)
+        if doubtful > SHOWN:
+            data["in_doubt_updates_not_shown"] = doubtful - SHOWN
+    for status in (Status.NOT_STORED, Status.UNCONFIRMED):
+        ranges = outcome.ranges[status]
+        if ranges:
+            data["not_applied" if status is Status.NOT_STORED else "unconfirmed"] = {
+                "count": size(ranges), "ranges": render(ranges, RANGES_SHOWN)
+            }
+    if outcome.error is not None:
+        data["stopped_by"] = describe_error(outcome.error)
+    return data
+
+
 def add_profile_operations(group: ToolGroup, identity: type[Args], operations: list[str], send: str) -> None:
     """Register one operation per profile operator, plus `batch`, on `group`.
 
@@ -77,11 +120,12 @@ def add_profile_operations(group: ToolGroup, identity: type[Args], operations: l
 
         async def handler(run: Run, args: Any, operation: str = operation) -> Result:
             update = _to_update(args, operation, getattr(args, "properties", None))
-            response = await send_updates(run.client, send, [update])
-            return Result(
-                summary=f"{operation} on {_target(args)}: Mixpanel accepted the update.",
-                data={"operation": operation, "updates_sent": 1, "mixpanel": response},
-            )
+            outcome = await apply_updates(run.client, send, [update])
+            data = _report(outcome, [args], operation)
+            if outcome.count(Status.IN_DOUBT):
+                return Result(summary=f"{operation} on {_target(args)} is in doubt: {IN_DOUBT_ADVICE}", data=data)
+            data["mixpanel"] = outcome.answer
+            return Result(summary=f"{operation} on {_target(args)}: Mixpanel accepted the update.", data=data)
 
         idempotent = "$" + operation in IDEMPOTENT_OPERATORS
         group.operation(operation, model, access=access, needs=Needs.TOKEN, summary=summary, idempotent=idempotent)(
@@ -105,17 +149,28 @@ def add_profile_operations(group: ToolGroup, identity: type[Args], operations: l
         __base__=Args,
         updates=(
             Annotated[list[Update], WithJsonSchema({"type": "array", "items": {"type": "object"}})],
-            Field(min_length=1, max_length=MAX_BATCH),
+            Field(min_length=1, max_length=MAX_UPDATES),
         ),
     )
 
     async def batch(run: Run, args: Any) -> Result:
         updates = [_to_update(u, u.operation, u.properties) for u in args.updates]
-        response = await send_updates(run.client, send, updates)
-        return Result(
-            summary=f"Sent {len(updates)} profile update(s); Mixpanel accepted the request.",
-            data={"operation": "batch", "updates_sent": len(updates), "mixpanel": response},
-        )
+
+        async def progress(done: int, total: int) -> None:
+            await run.progress(done, total, f"{done:,} of {total:,} updates sent")
+
+        outcome = await apply_updates(run.client, send, updates, progress=progress)
+        data = _report(outcome, args.updates, "batch")
+        data.update(requests=outcome.requests, retries=outcome.retries, seconds=round(outcome.seconds, 2))
+        summary = f"Applied {data['applied']:,} of {len(updates):,} profile update(s) in {outcome.batches:,} request(s)."
+        if data.get("in_doubt"):
+            summary += f" {data['in_doubt']:,} are in doubt (in_doubt_updates): {IN_DOUBT_ADVICE}"
+        if outcome.error is not None:
+            summary += (
+                f" Stopped early: {data['stopped_by']} The updates in not_applied / unconfirmed (index ranges) "
+                "can be sent again."
+            )
+        return Result(summary=summary, data=data, narrow_hint="send fewer updates per call")
 
     any_destructive = "delete" in operations
     group.operation(
@@ -123,7 +178,6 @@ def add_profile_operations(group: ToolGroup, identity: type[Args], operations: l
         batch_args,
         access=Access.DESTRUCTIVE if any_destructive else Access.WRITE,
         needs=Needs.TOKEN,
-        summary=f"updates: up to {MAX_BATCH} objects shaped like single calls (operation, id fields, properties)",
+        summary="updates: any number of objects shaped like single calls (operation, id fields, properties)",
         idempotent=False,
     )(batch)
-

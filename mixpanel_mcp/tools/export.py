@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections import Counter
 from typing import Annotated, Any, Self
 
-from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
-from mixpanel_mcp.client.export import EXPORT_MAX_LIMIT, Progress, activity_stream, export_events, list_cohorts, query_profiles
+from mixpanel_mcp.client.errors import OutputFileError
+from mixpanel_mcp.client.export import (
+    EXPORT_MAX_LIMIT,
+    ExportSummary,
+    Progress,
+    activity_stream,
+    export_events,
+    export_events_to_file,
+    file_format,
+    list_cohorts,
+    query_profiles,
+)
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
 from mixpanel_mcp.tools._params import DateRange, Where, json_list, optional
 
@@ -19,8 +31,9 @@ group = ToolGroup(
     description="Raw events, user profiles, cohorts and a user's activity feed.",
 )
 
-PROFILES_MAX = 5000
-LIMIT_DOC = "Max items: events default 50 (max 100000), profiles default 100 (max 5000)."
+PROFILES_MAX = 5000  # inline; a file takes any number
+LIMIT_DOC = "Max items: events 50 (max 100000), profiles 100 (max 5000); with output_file, all."
+FILE_DOC = "Write all to this local .ndjson/.jsonl/.csv file; returns a summary."
 
 
 def _listish(value: Any) -> Any:
@@ -38,13 +51,23 @@ def names(most: int, description: str) -> Any:
     return Annotated[list[Name], BeforeValidator(_listish), Field(min_length=1, max_length=most, description=description)]
 
 
+def _file_name(value: str) -> str:
+    if file_format(value) is None:
+        raise PydanticCustomError(
+            "file_type", "must end in .ndjson, .jsonl or .csv (the format to write)", {"example": "/tmp/events.ndjson"}
+        )
+    return value
+
+
 EventFilter = names(100, "Only these event names.")
 DistinctIds = names(2000, "User distinct_ids.")
 Limit = Annotated[int, WithJsonSchema({"type": "integer", "description": LIMIT_DOC})]
+OutputFile = Annotated[str, Field(min_length=1, max_length=4096, description=FILE_DOC), AfterValidator(_file_name)]
 
 
-def _top(counts: Counter[str], n: int = 3) -> str:
-    return ", ".join(f"{name} ({count:,})" for name, count in counts.most_common(n))
+def _top(counts: Counter[str] | dict[str, int], n: int = 3) -> str:
+    ranked = counts.most_common(n) if isinstance(counts, Counter) else sorted(counts.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{name} ({count:,})" for name, count in ranked)
 
 
 def _utc(seconds: float) -> str | None:
@@ -54,18 +77,24 @@ def _utc(seconds: float) -> str | None:
         return None
 
 
-def _distinct_id(properties: dict[str, Any]) -> str | None:
-    value = properties.get("distinct_id", properties.get("$distinct_id"))
-    return None if value in (None, "") else str(value)
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:,.1f} MB" if size >= 100_000 else f"{size:,} bytes"
 
 
 def _progress(run: Run, what: str) -> Progress:
-    """The client's progress callback: `done` items read so far, reported to the agent."""
+    """The client's progress callback: items and bytes read so far, reported to the agent."""
 
-    async def report(done: int, total: int | None) -> None:
-        await run.progress(done, total, f"{done:,} {what} read")
+    async def report(done: int, total: int | None, size: int) -> None:
+        read = f"{done:,} {what}" + (f", {_megabytes(size)}" if size else "") + " so far"
+        await run.progress(done, total, read)
 
     return report
+
+
+def _local(run: Run, path: str | None) -> None:
+    """Refuse a file path where the server's disk is not the agent's (an HTTP server), before any request."""
+    if path is not None and not run.settings.local_files:
+        raise OutputFileError(path, "local files are off", disabled=True)
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -74,47 +103,87 @@ def _progress(run: Run, what: str) -> Progress:
 class ExportEvents(DateRange):
     event: optional(EventFilter) = None
     where: optional(Where) = None
-    limit: Limit = Field(50, ge=1, le=EXPORT_MAX_LIMIT)
+    limit: optional(Limit) = Field(None, ge=1, le=EXPORT_MAX_LIMIT)
     time_in_ms: bool = Field(False, description="Times in milliseconds, not seconds.")
+    output_file: optional(OutputFile) = None
+
+
+EVENTS_INLINE = 50
+EVENTS_HINT = "narrow from_date/to_date, filter by event or where, or lower limit"
+
+
+def _seen(summary: ExportSummary, *, time_in_ms: bool) -> dict[str, Any]:
+    """What an export contained, as data: counts by name (top 100), distinct users, time span."""
+    ranked = sorted(summary.by_event.items(), key=lambda kv: (-kv[1], kv[0]))
+    scale = 1000 if time_in_ms else 1
+    data: dict[str, Any] = {
+        "by_event": dict(ranked[:100]),
+        "event_names": len(ranked) + (1 if summary.other_names else 0),
+        "distinct_users": len(summary.users),
+        "first_time": _utc(summary.first_time / scale) if summary.first_time is not None else None,
+        "last_time": _utc(summary.last_time / scale) if summary.last_time is not None else None,
+        "skipped_lines": summary.skipped_lines,
+    }
+    if len(ranked) > 100 or summary.other_names:
+        data["by_event_omitted"] = len(ranked) - min(len(ranked), 100) + (1 if summary.other_names else 0)
+    if not summary.users.exact:
+        data["distinct_users_estimated"] = True
+    return data
+
+
+def _seen_sentence(data: dict[str, Any]) -> str:
+    about = "about " if data.get("distinct_users_estimated") else ""
+    return (
+        f"{data['event_names']} event name(s), top {_top(data['by_event'])}; {about}{data['distinct_users']:,} "
+        f"distinct user(s); times {data['first_time']} to {data['last_time']}."
+    )
 
 
 @group.operation("events", ExportEvents, access=Access.READ, needs=Needs.QUERY, summary="raw events, summarised")
 async def events(run: Run, args: ExportEvents) -> Result:
-    read = await export_events(run.client, **args.model_dump(exclude={"operation"}), progress=_progress(run, "events"))
-    by_name = Counter(e["event"] for e in read.events)
-    users = {_distinct_id(e["properties"]) for e in read.events} - {None}
-    times = [t for e in read.events if isinstance(t := e["properties"].get("time"), (int, float)) and not isinstance(t, bool)]
-    scale = 1000 if args.time_in_ms else 1
-    span = (_utc(min(times) / scale), _utc(max(times) / scale)) if times else (None, None)
+    _local(run, args.output_file)
+    query = args.model_dump(exclude={"operation", "output_file", "limit"})
     period = f"from {args.from_date} to {args.to_date}"
-    if read.events:
-        summary = (
-            f"{len(read.events):,} events {period}: {len(by_name)} event name(s), top {_top(by_name)}; "
-            f"{len(users):,} distinct user(s); times {span[0]} to {span[1]}."
+    if args.output_file is not None:
+        read = await export_events_to_file(
+            run.client, path=args.output_file, limit=args.limit, **query, progress=_progress(run, "events")
         )
     else:
+        read = await export_events(run.client, limit=args.limit or EVENTS_INLINE, **query, progress=_progress(run, "events"))
+    seen = _seen(read.summary, time_in_ms=args.time_in_ms)
+    count = read.summary.count
+    if read.path is not None:
+        what = f"{read.format.upper() if read.format else ''}, {_megabytes(read.written_bytes)}"
+        summary = f"Wrote {count:,} events {period} to {read.path} ({what})"
+        summary += ": " + _seen_sentence(seen) if count else "; none matched."
+    elif count:
+        summary = f"{count:,} events {period}: " + _seen_sentence(seen)
+    else:
         summary = f"No events {period} matched."
-    if read.skipped_lines:
-        summary += f" Skipped {read.skipped_lines} unreadable line(s)."
+    if read.summary.skipped_lines:
+        summary += f" Skipped {read.summary.skipped_lines} unreadable line(s)."
     if read.interrupted:
-        summary += f" The stream broke off ({read.interrupted}): the list is incomplete."
+        where_to = "the file" if read.path else "the list"
+        summary += f" The stream broke off ({read.interrupted}): {where_to} is incomplete."
     if read.more:
-        summary += f" Read {len(read.events):,}; more may exist — narrow dates/event/where or raise limit."
-    data: dict[str, Any] = {
-        "from_date": args.from_date,
-        "to_date": args.to_date,
-        "returned": len(read.events),
-        "more_may_exist": read.more,
-        "by_event": dict(by_name.most_common()),
-        "distinct_users": len(users),
-        "first_time": span[0],
-        "last_time": span[1],
-        "skipped_lines": read.skipped_lines,
-    }
+        how = "narrow dates/event/where or raise limit"
+        if read.path is None and run.settings.local_files:
+            how = "save them all with output_file (.ndjson or .csv), or " + how
+        elif read.path is not None:
+            how = "leave limit out to write them all"
+        summary += f" Read {count:,}; more may exist — {how}."
+    data: dict[str, Any] = {"from_date": args.from_date, "to_date": args.to_date}
+    if read.path is not None:
+        data.update(output_file=read.path, format=read.format, written=count, bytes=read.written_bytes)
+    else:
+        data["returned"] = count
+    data["more_may_exist"] = read.more
+    data.update(seen)
     if read.interrupted:
         data["interrupted"] = read.interrupted
-    data["events"] = read.events
-    return Result(summary, data, narrow_hint="narrow from_date/to_date, filter by event or where, or lower limit")
+    if read.path is None:
+        data["events"] = read.events
+    return Result(summary, data, narrow_hint=EVENTS_HINT)
 
 
 # -- profiles -------------------------------------------------------------------------------
@@ -129,7 +198,8 @@ class ExportProfiles(Args):
     filter_by_cohort: optional(Annotated[int, Field(ge=1, description="Cohort id.")]) = None
     session_id: optional(Annotated[Name, Field(description="From an earlier answer, to keep paging.")]) = None
     page: optional(Annotated[int, Field(ge=0, description="0-based; >0 needs session_id.")]) = None
-    limit: Limit = Field(100, ge=1, le=PROFILES_MAX)
+    limit: optional(Limit) = Field(None, ge=1)
+    output_file: optional(OutputFile) = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -143,30 +213,49 @@ class ExportProfiles(Args):
                 "page > 0 needs the session_id of the first page",
                 {"example": "session_id from the earlier answer"},
             )
+        if self.output_file is None and self.limit is not None and self.limit > PROFILES_MAX:
+            raise PydanticCustomError(
+                "inline_limit",
+                "at most {most} profiles inline; write more with output_file",
+                {"most": PROFILES_MAX, "example": "output_file=/tmp/profiles.csv"},
+            )
         return self
+
+
+PROFILES_INLINE = 100
 
 
 @group.operation("profiles", ExportProfiles, access=Access.READ, needs=Needs.QUERY, summary="user or group profiles, paged")
 async def profiles(run: Run, args: ExportProfiles) -> Result:
-    found = await query_profiles(run.client, **args.model_dump(exclude={"operation"}), progress=_progress(run, "profiles"))
+    _local(run, args.output_file)
+    limit = args.limit or (PROFILES_INLINE if args.output_file is None else sys.maxsize)
+    found = await query_profiles(
+        run.client, **args.model_dump(exclude={"operation", "limit"}), limit=limit, progress=_progress(run, "profiles")
+    )
     kind = "group profile(s)" if args.data_group_id else "profile(s)"
     of_total = f" of {found.total:,}" if isinstance(found.total, int) else ""
-    summary = f"{len(found.results):,}{of_total} {kind} in {found.pages} page(s)."
-    data: dict[str, Any] = {
-        "returned": len(found.results),
-        "total": found.total,
-        "pages": found.pages,
-        "session_id": found.session_id,
-        "more_may_exist": found.more,
+    count = found.written if found.path is not None else len(found.results)
+    if found.path is not None:
+        what = f"{found.format.upper() if found.format else ''}, {_megabytes(found.written_bytes)}"
+        summary = f"Wrote {count:,}{of_total} {kind} in {found.pages} page(s) to {found.path} ({what})."
+    else:
+        summary = f"{count:,}{of_total} {kind} in {found.pages} page(s)."
+    data: dict[str, Any] = {"returned": count} if found.path is None else {
+        "output_file": found.path,
+        "format": found.format,
+        "written": count,
+        "bytes": found.written_bytes,
     }
+    data.update(total=found.total, pages=found.pages, session_id=found.session_id, more_may_exist=found.more)
     if found.more:
         if found.resume_page is not None:
             data["next_page"] = found.resume_page
             how = f"continue with session_id={found.session_id} page={found.resume_page}, raise limit or narrow where"
         else:
             how = "raise limit or narrow where"
-        summary += f" Read {len(found.results):,}; more may exist — {how}."
-    data["profiles"] = found.results
+        summary += f" Read {count:,}; more may exist — {how}."
+    if found.path is None:
+        data["profiles"] = found.results
     return Result(summary, data, narrow_hint="add where, output_properties or filter_by_cohort, or lower limit")
 
 

@@ -10,7 +10,7 @@ from pydantic_core import PydanticCustomError
 from mixpanel_mcp.client import query
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
 from mixpanel_mcp.tools._params import DateRange, On, Where, top_limit
-from mixpanel_mcp.tools._series import listed
+from mixpanel_mcp.tools._series import MAX_SEGMENTS, listed, with_raw
 
 group = ToolGroup(
     name="funnels",
@@ -71,7 +71,10 @@ async def list_funnels(run: Run, args: FunnelList) -> Result:
 async def query_funnel(run: Run, args: FunnelQuery) -> Result:
     body = await query.funnel(run.client, **args.model_dump(exclude={"operation"}))
     data = summarize(body, args)
-    return Result(summary=_sentence(data, args), data=data, narrow_hint="narrow from_date/to_date, use a larger unit, or lower limit")
+    summary = _sentence(data, args)
+    if "segments_omitted" not in data:
+        data = with_raw(data, body)  # Mixpanel's own answer, when small; not when it repeats what was cut
+    return Result(summary=summary, data=data, narrow_hint="narrow from_date/to_date, use a larger unit, or lower limit")
 
 
 # -- shaping the answer ----------------------------------------------------------------------
@@ -183,7 +186,11 @@ def summarize(body: Any, args: FunnelQuery) -> dict[str, Any]:
         for name, seg in segments.items():
             counts = seg.counts
             seg_rows.append({"segment": name, "counts": counts, "overall_conv_ratio": _ratio(counts[-1], counts[0])})
-        data["segments"] = sorted(seg_rows, key=lambda r: -r["counts"][0])
+        seg_rows.sort(key=lambda r: -r["counts"][0])
+        data["segment_count"] = len(seg_rows)
+        data["segments"] = seg_rows[:MAX_SEGMENTS]
+        if len(seg_rows) > MAX_SEGMENTS:
+            data["segments_omitted"] = len(seg_rows) - MAX_SEGMENTS
     return data
 
 
@@ -215,5 +222,7 @@ def _sentence(data: dict[str, Any], args: FunnelQuery) -> str:
         text += f"; biggest drop at step {worst['step']} ({worst['event']}, {_pct(worst['step_conv_ratio'])} of the step before)"
     if "segments" in data:
         top = data["segments"][0]
-        text += f"; {len(data['segments'])} segment(s), largest '{top['segment']}' ({_pct(top['overall_conv_ratio'])})"
+        text += f"; {data['segment_count']} segment(s), largest '{top['segment']}' ({_pct(top['overall_conv_ratio'])})"
+        if data.get("segments_omitted"):
+            text += f", {data['segments_omitted']} smaller not shown"
     return text + "."

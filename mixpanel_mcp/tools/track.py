@@ -1,18 +1,25 @@
-"""Send events to Mixpanel: recent ones with /track, historical ones with /import, and identity events."""
+"""Send events to Mixpanel: recent ones with /track, historical ones with /import, and identity events.
+
+track and import take any number of events, inline or from a local file, check every one against
+Mixpanel's rules before anything is sent, then send them in batches (see client/batching.py).
+"""
 
 from __future__ import annotations
 
-import datetime as dt
-import math
-import re
-from typing import Annotated, Any, Self
+from collections.abc import Iterable, Iterator
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator, model_validator
+import anyio
+from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from mixpanel_mcp.client import Api, BadRequestError
 from mixpanel_mcp.client import events as ingest
+from mixpanel_mcp.client.batching import Item, Outcome, Status, render, size
+from mixpanel_mcp.errors import describe_error
+from mixpanel_mcp.ingest_files import FileProblem, file_format, read_records
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._params import MAX_BATCH, PLACEHOLDER_IDS, DistinctId, EventName
+from mixpanel_mcp.tools._params import DistinctId, optional
 
 group = ToolGroup(
     name="track",
@@ -20,138 +27,49 @@ group = ToolGroup(
     description="Send events to Mixpanel and link user identities.",
 )
 
-MIN_TIME_MS = 31_536_000_000  # 1971-01-01T00:00:00Z: Mixpanel refuses anything earlier
-FUTURE_MS = 3_600_000  # ... and anything more than an hour ahead
-TRACK_WINDOW_MS = 5 * 86_400_000  # /track takes only the last 5 days
-MAX_FAILED_SHOWN = 50
-IDENTITY_EVENTS = frozenset({"$identify", "$create_alias", "$merge"})
-_INSERT_ID = re.compile(r"[A-Za-z0-9-]{1,36}")
-TIME_EXAMPLE = "2026-01-31T12:00:00Z"
+MAX_INLINE_EVENTS = 100_000
+SHOWN = 50  # records listed in a result (all are counted)
+RANGES_SHOWN = 20
 
 
-def _epoch_ms(value: Any) -> int | None:
-    """ISO-8601 (UTC when no offset is given), epoch seconds or epoch milliseconds -> epoch milliseconds."""
-    number: float | None = None
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str) and value.strip():
-        text = value.strip()
-        try:
-            number = float(text)
-        except ValueError:
-            try:
-                parsed = dt.datetime.fromisoformat(text)
-            except ValueError:
-                number = None
-            else:
-                number = (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
-    if number is None or not math.isfinite(number):
+def _known_format(path: str) -> str:
+    if file_format(path) is None:
         raise PydanticCustomError(
-            "time_format",
-            "time must be ISO-8601 or epoch seconds or milliseconds, not '{value}'",
-            {"value": str(value), "example": TIME_EXAMPLE},
+            "file_type", "'{value}' is not a .ndjson, .jsonl, .json or .csv file", {"value": path, "example": "/home/me/events.ndjson"}
         )
-    ms = round(number if abs(number) >= 1e11 else number * 1000)
-    if ms < MIN_TIME_MS:
-        raise PydanticCustomError("time_range", "time '{value}' is before 1971, which Mixpanel refuses", {"value": value, "example": TIME_EXAMPLE})
-    if ms > ingest.now_ms() + FUTURE_MS:
-        raise PydanticCustomError(
-            "time_range", "time '{value}' is more than an hour in the future, which Mixpanel refuses", {"value": value, "example": TIME_EXAMPLE}
-        )
-    return ms
+    return path
 
 
-def _insert_id(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not _INSERT_ID.fullmatch(value) or value.lower() in PLACEHOLDER_IDS:
-        raise PydanticCustomError(
-            "insert_id",
-            "$insert_id must be 1-36 characters of A-Z, a-z, 0-9 and '-' (and not a placeholder); omit it to have one derived",
-            {"example": "5d958f87-542d-4c10-9422-0ed75893dc81"},
-        )
-    return value
+EventList = Annotated[
+    list[dict[str, Any]],
+    WithJsonSchema({"type": "array", "items": {"type": "object"}}),
+    Field(min_length=1, max_length=MAX_INLINE_EVENTS),
+]
+FilePath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_known_format)]
 
 
-class EventProperties(BaseModel):
-    """distinct_id, optional time and $insert_id, and any other properties of the event."""
-
-    model_config = ConfigDict(extra="allow")
-
-    distinct_id: DistinctId
-    time: Annotated[int | None, PlainValidator(_epoch_ms)] = None
-    insert_id: Annotated[str | None, PlainValidator(_insert_id)] = Field(default=None, alias="$insert_id")
+class SendArgs(Args):
+    events: optional(EventList) = Field(
+        None,
+        description="{event, properties: {distinct_id, time (ISO-8601/epoch; track: default now), "
+        "$insert_id? (default derived: resends never duplicate), ...}}.",
+    )
+    file: optional(FilePath) = Field(
+        None,
+        description="Local .ndjson/.json/.csv path instead of events (CSV: event, distinct_id, time, $insert_id "
+        "columns; others are properties).",
+    )
+    on_invalid: Literal["reject", "skip"] = Field(
+        "reject", description="Events breaking Mixpanel's rules: reject sends nothing (default); skip sends the rest."
+    )
 
     @model_validator(mode="after")
-    def _limits(self) -> Self:
-        extra = self.model_extra or {}
-        if "token" in extra:
+    def _one_source(self) -> Self:
+        if (self.events is None) == (self.file is None):
             raise PydanticCustomError(
-                "token_property", "remove token: the server adds the project token itself", {"example": '{"distinct_id": "user-42"}'}
+                "one_source", "give either events or file", {"example": 'events=[{"event": "Signed up", "properties": {"distinct_id": "user-42"}}]'}
             )
-        if len(extra) + 3 > 255:
-            raise PydanticCustomError("too_many_properties", "an event takes fewer than 255 properties", {})
         return self
-
-    def wire(self) -> dict[str, Any]:
-        properties: dict[str, Any] = {"distinct_id": self.distinct_id}
-        if self.time is not None:
-            properties["time"] = self.time
-        properties.update(self.model_extra or {})
-        if self.insert_id is not None:
-            properties["$insert_id"] = self.insert_id
-        return properties
-
-
-class Event(Args):
-    event: EventName
-    properties: EventProperties
-
-    @field_validator("event")
-    @classmethod
-    def _not_identity(cls, value: str) -> str:
-        if value in IDENTITY_EVENTS:
-            raise PydanticCustomError(
-                "identity_event", "send {value} with its own operation (identify, alias or merge)", {"value": value, "example": "Signed up"}
-            )
-        return value
-
-
-EVENTS_SCHEMA = {"type": "array", "items": {"type": "object"}}
-
-Events = Annotated[
-    list[Event],
-    WithJsonSchema(EVENTS_SCHEMA),
-    Field(
-        min_length=1,
-        max_length=MAX_BATCH,
-        description="1-2000 {event, properties: {distinct_id, time? (ISO-8601 or epoch s/ms; default now), "
-        "$insert_id? (default derived from content: resends never duplicate), ...}}.",
-    ),
-]
-
-
-class ImportArgs(Args):
-    events: Events
-
-
-class TrackArgs(Args):
-    events: Events
-
-    @field_validator("events")
-    @classmethod
-    def _recent(cls, events: list[Event]) -> list[Event]:
-        oldest = ingest.now_ms() - TRACK_WINDOW_MS
-        for index, event in enumerate(events):
-            if event.properties.time is not None and event.properties.time < oldest:
-                raise PydanticCustomError(
-                    "too_old_for_track",
-                    "events[{index}] is from {when}, more than 5 days ago; /track refuses it: use operation import",
-                    {"index": index, "when": _iso(event.properties.time), "example": "operation=import"},
-                )
-        return events
 
 
 class IdentifyArgs(Args):
@@ -179,59 +97,147 @@ class MergeArgs(Args):
         return ids
 
 
-def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def _records(events: list[dict[str, Any]]) -> Iterator[ingest.Record]:
+    return ((index, None, event) for index, event in enumerate(events))
 
 
-def _prepared(args: TrackArgs | ImportArgs) -> list[dict[str, Any]]:
-    return ingest.prepare([(e.event, e.properties.wire()) for e in args.events])
+def _reread(path: str, preparer: ingest.Preparer) -> Iterator[Item]:
+    """The file's valid events again, encoded; if it vanished meanwhile, what was not reached is not stored."""
+    try:
+        yield from ingest.items(read_records(path), preparer)
+    except (FileProblem, OSError):
+        return
 
 
-def _span(events: list[dict[str, Any]]) -> dict[str, str]:
-    times = [e["properties"]["time"] for e in events]
-    return {"from": _iso(min(times)), "to": _iso(max(times))}
+def _listed(data: dict[str, Any], key: str, entries: list[dict[str, Any]], count: int) -> None:
+    data[key] = entries[:SHOWN]
+    if count > SHOWN:
+        data[f"{key}_not_shown"] = count - SHOWN
 
 
-def _users(events: list[dict[str, Any]]) -> int:
-    return len({e["properties"]["distinct_id"] for e in events})
+def _not_sent(operation: str, reason: str, **data: Any) -> Result:
+    return Result(summary=f"Nothing was sent to Mixpanel: {reason}", data={"operation": operation, "events_sent": 0, **data})
 
 
-@group.operation("track", TrackArgs, access=Access.WRITE, needs=Needs.TOKEN, summary="only the last 5 days")
-async def track(run: Run, args: TrackArgs) -> Result:
-    events = _prepared(args)
-    response = await ingest.track(run.client, events)
-    span = _span(events)
-    return Result(
-        summary=f"Mixpanel accepted {len(events):,} event(s) for {_users(events):,} user(s) via /track, "
-        f"timed {span['from']} to {span['to']}.",
-        data={"operation": "track", "events_sent": len(events), "time_range": span, "mixpanel": response},
-        narrow_hint="send fewer events per call",
-    )
-
-
-@group.operation("import", ImportArgs, access=Access.WRITE, needs=Needs.IMPORT, summary="any age; lists failed records")
-async def import_(run: Run, args: ImportArgs) -> Result:
-    events = _prepared(args)
-    outcome = await ingest.import_events(run.client, events)
-    span = _span(events)
-    data: dict[str, Any] = {
-        "operation": "import",
-        "events_sent": outcome.sent,
-        "num_records_imported": outcome.imported,
-        "failed": len(outcome.failed),
-        "time_range": span,
-    }
-    summary = f"Imported {outcome.imported:,} of {outcome.sent:,} event(s), timed {span['from']} to {span['to']}."
-    if outcome.failed:
-        data["failed_records"] = [r.as_dict() for r in outcome.failed[:MAX_FAILED_SHOWN]]
-        if len(outcome.failed) > MAX_FAILED_SHOWN:
-            data["failed_records_not_shown"] = len(outcome.failed) - MAX_FAILED_SHOWN
-        summary = (
-            f"Partly imported: {outcome.imported:,} of {outcome.sent:,} event(s) stored; {len(outcome.failed):,} failed "
-            "validation and were not stored (failed_records: index in events, field, reason). "
-            "Fix those and import only them again."
+def _rejected(operation: str, found: ingest.Survey) -> Result:
+    invalid = len(found.invalid_indexes)
+    if found.valid:
+        reason = (
+            f"{invalid:,} of {found.total:,} event(s) break its rules (invalid_records: index, field, message). "
+            f'Fix them, or call again with on_invalid="skip" to send the {found.valid:,} valid one(s).'
         )
+    else:
+        reason = f"none of the {found.total:,} event(s) can be sent (invalid_records: index, field, message)."
+    result = _not_sent(operation, reason, invalid=invalid)
+    _listed(result.data, "invalid_records", found.invalid, invalid)
+    return result
+
+
+async def _send(run: Run, args: SendArgs, endpoint: ingest.Endpoint) -> Result:
+    preparer = ingest.preparer_for(run.client, endpoint)
+    if args.file is not None and not run.settings.local_files:
+        return _not_sent(
+            endpoint,
+            "this server is reached over HTTP, so it does not read files on the machine it runs on; "
+            "pass the events inline in events instead of file.",
+        )
+    records = read_records(args.file) if args.file is not None else _records(args.events or [])
+    try:
+        # Checking and encoding 100,000 events takes about a second: off the event loop, so other calls go on.
+        found = await anyio.to_thread.run_sync(lambda: ingest.survey(records, preparer, keep=args.file is None))
+    except FileProblem as exc:
+        return _not_sent(endpoint, f"cannot read {args.file}: {exc}.")
+    if found.total == 0:
+        return _not_sent(endpoint, f"{args.file} holds no events.")
+    if found.invalid_indexes and (args.on_invalid == "reject" or not found.valid):
+        return _rejected(endpoint, found)
+
+    source: Iterable[Item]
+    if found.items is not None:
+        source = found.items
+    else:
+        assert args.file is not None
+        source = _reread(args.file, ingest.Preparer(endpoint, preparer.now, preparer.token))
+
+    async def progress(done: int, total: int) -> None:
+        await run.progress(done, total, f"{done:,} of {total:,} events sent")
+
+    outcome = await ingest.send_events(run.client, endpoint, source, universe=found.universe(), progress=progress)
+    return _report(endpoint, args, found, outcome)
+
+
+def _report(endpoint: ingest.Endpoint, args: SendArgs, found: ingest.Survey, outcome: Outcome) -> Result:
+    stored, failed = outcome.count(Status.STORED), outcome.count(Status.FAILED)
+    unsure = outcome.count(Status.UNCONFIRMED) + outcome.count(Status.IN_DOUBT)
+    if outcome.error is not None and not (stored or failed):
+        raise outcome.error  # nothing is known to be stored: the error says what to do, and a resend is safe
+    if failed and not (stored or unsure or outcome.error):
+        raise BadRequestError(
+            api=Api.IMPORT, status=400, detail=ingest.failure_detail(outcome.total, outcome.failed),
+            credential=None, endpoint="/import",
+        )
+    span = {"from": ingest.iso(found.first_ms or 0), "to": ingest.iso(found.last_ms or 0)}
+    data: dict[str, Any] = {"operation": endpoint}
+    if args.file is not None:
+        data["file"] = args.file
+    data.update(
+        events_sent=outcome.total,
+        stored=stored,
+        failed=failed,
+        time_range=span,
+        batches=outcome.batches,
+        requests=outcome.requests,
+        retries=outcome.retries,
+        seconds=round(outcome.seconds, 2),
+        events_per_second=round(outcome.rate),
+    )
+    if found.invalid_indexes:
+        data["invalid"] = len(found.invalid_indexes)
+        _listed(data, "invalid_records", found.invalid, len(found.invalid_indexes))
+    if failed:
+        _listed(data, "failed_records", outcome.failed, failed)
+    for status in (Status.NOT_STORED, Status.UNCONFIRMED):
+        ranges = outcome.ranges[status]
+        if ranges:
+            data[status.value] = {"count": size(ranges), "ranges": render(ranges, RANGES_SHOWN)}
+            if len(ranges) > RANGES_SHOWN:
+                data[status.value]["ranges_not_shown"] = len(ranges) - RANGES_SHOWN
+    if outcome.error is not None:
+        data["stopped_by"] = describe_error(outcome.error)
+
+    timing = f"{outcome.batches:,} request(s) in {outcome.seconds:.1f} s ({outcome.rate:,.0f} events/s)"
+    timed = f"timed {span['from']} to {span['to']}"
+    if endpoint == "track":
+        summary = f"Mixpanel accepted {stored:,} event(s) for {len(found.users):,} user(s) via /track, {timed}; {timing}."
+    else:
+        summary = f"Imported {stored:,} of {outcome.total:,} event(s) for {len(found.users):,} user(s), {timed}; {timing}."
+    if failed:
+        summary = (
+            f"Partly imported: {stored:,} of {outcome.total:,} event(s) stored; {failed:,} failed validation and were "
+            "not stored (failed_records: index in the input, field, reason). Fix those and import only them again."
+        )
+    if outcome.error is not None:
+        left = [f"{outcome.count(Status.NOT_STORED):,} not stored (not_stored)"]
+        if unsure:
+            left.append(f"{unsure:,} unconfirmed, maybe stored (unconfirmed)")
+        summary = (
+            f"Stopped early: {describe_error(outcome.error)} Stored {stored:,} of {outcome.total:,} event(s); "
+            f"{' and '.join(left)}, as index ranges. Once the cause is fixed, send those again: events already "
+            "stored are deduplicated by $insert_id."
+        )
+    if found.invalid_indexes:
+        summary = f"Skipped {len(found.invalid_indexes):,} invalid event(s) (invalid_records). " + summary
     return Result(summary=summary, data=data, narrow_hint="send fewer events per call")
+
+
+@group.operation("track", SendArgs, access=Access.WRITE, needs=Needs.TOKEN, summary="only the last 5 days")
+async def track(run: Run, args: SendArgs) -> Result:
+    return await _send(run, args, "track")
+
+
+@group.operation("import", SendArgs, access=Access.WRITE, needs=Needs.IMPORT, summary="any age; lists failed records")
+async def import_(run: Run, args: SendArgs) -> Result:
+    return await _send(run, args, "import")
 
 
 @group.operation("identify", IdentifyArgs, access=Access.WRITE, needs=Needs.TOKEN, summary="$identify")

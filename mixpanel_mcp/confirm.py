@@ -1,0 +1,154 @@
+"""Asking a person before a destructive call: elicitation when the client can show a question, otherwise a
+one-time code bound to the exact arguments that the agent must bring back (after asking the person itself).
+
+Elicitation goes through the SDK's `Resolve`/`Elicit` machinery, which works in both protocol eras: on
+2026-07-28 the call returns an `InputRequiredResult` and the client calls again with the answer; on older
+connections with a back-channel the question is sent mid-call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from mcp.server.mcpserver import Context, Elicit, Resolve
+from mcp.server.mcpserver.resolve import build_resolver_plans, resolve_arguments
+from mcp_types import InputRequiredResult
+from mcp_types.version import is_version_at_least
+from pydantic import BaseModel, Field
+
+from mixpanel_mcp.text import strip_controls
+
+CODE_TTL = 300.0  # seconds a confirmation code stays valid
+MODERN = "2026-07-28"
+
+Answer = Literal["accept", "decline", "cancel"]
+
+
+class Confirmation(BaseModel):
+    """The form shown to the person: one checkbox."""
+
+    confirm: bool = Field(title="Go ahead", description="Yes, do it (it cannot be undone)")
+
+
+async def _ask(question: str) -> Elicit[Confirmation]:
+    return Elicit(question, Confirmation)
+
+
+_RESOLVE = Resolve(_ask)
+_PARAMS = {"answer": (_RESOLVE, True)}
+_PLANS = build_resolver_plans(_PARAMS, {"question"})
+
+
+def can_ask(context: Context[Any, Any]) -> bool:
+    """Whether the person can be asked on this connection: form elicitation declared, and a way to ask."""
+    try:
+        capabilities = context.client_capabilities
+    except ValueError:  # no request context (a direct call outside a request)
+        return False
+    elicitation = capabilities.elicitation if capabilities is not None else None
+    if elicitation is None or (elicitation.form is None and elicitation.url is not None):
+        return False
+    version = context.protocol_version
+    if version is not None and is_version_at_least(version, MODERN):
+        return True  # asked through InputRequiredResult: no back-channel needed
+    return bool(context.session.can_send_request)
+
+
+async def ask(context: Context[Any, Any], question: str) -> Answer | InputRequiredResult:
+    """Ask `question`; the person's answer, or (2026-07-28) the result that makes the client ask and call again."""
+    outcome = await resolve_arguments(_PARAMS, _PLANS, {"question": question}, context)
+    if isinstance(outcome, InputRequiredResult):
+        return outcome
+    answer = outcome["answer"]
+    if answer.action == "accept":
+        return "accept" if answer.data.confirm else "decline"
+    return answer.action
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+class Codes:
+    """One-time confirmation codes: HMAC over (agent, tool, exact arguments, expiry, nonce), used once.
+
+    Stateless to issue; the server remembers only the codes already used, until they expire. The key is
+    random per process, so a restart invalidates outstanding codes (the agent just asks again).
+    """
+
+    def __init__(self, ttl: float = CODE_TTL, clock: Callable[[], float] = time.time, key: bytes | None = None) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._key = key or secrets.token_bytes(32)
+        self._used: dict[str, float] = {}
+
+    def _mac(self, agent: str, tool: str, arguments: str, expiry: int, nonce: str) -> str:
+        message = "\n".join((agent, tool, str(expiry), nonce, arguments)).encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:24]
+
+    def issue(self, agent: str, tool: str, arguments: Any) -> str:
+        expiry = int(self._clock() + self.ttl)
+        nonce = secrets.token_hex(4)
+        return f"{expiry:x}-{nonce}-{self._mac(agent, tool, canonical(arguments), expiry, nonce)}"
+
+    def redeem(self, code: str, agent: str, tool: str, arguments: Any) -> str | None:
+        """None when `code` confirms exactly this call (and is now spent); else why it does not."""
+        parts = code.strip().split("-")
+        if len(parts) != 3 or not all(parts):
+            return "it is not a confirmation code"
+        expiry_text, nonce, mac = parts
+        try:
+            expiry = int(expiry_text, 16)
+        except ValueError:
+            return "it is not a confirmation code"
+        expected = self._mac(agent, tool, canonical(arguments), expiry, nonce)
+        if not hmac.compare_digest(expected, mac.lower()):
+            return "it was issued for other arguments (a code confirms only the exact call it was given for)"
+        now = self._clock()
+        if expiry < now:
+            return "it has expired"
+        self._used = {n: e for n, e in self._used.items() if e >= now}
+        if nonce in self._used:
+            return "it was already used"
+        self._used[nonce] = expiry
+        return None
+
+
+def describe_effect(tool: str, operation: str, args: Any, project: str) -> str:
+    """What a destructive call will do, in words a person can check: what, which ids, which project."""
+    where = f"in Mixpanel {project}"
+    if tool == "track" and operation == "merge":
+        first, second = args.distinct_ids
+        what = f"merge the users {first!r} and {second!r} into one {where}; this cannot be undone"
+    elif tool in ("engage", "groups") and operation == "delete":
+        who = f"user {args.distinct_id!r}" if tool == "engage" else f"group {args.group_key}={args.group_id!r}"
+        what = f"delete the profile of {who} {where}, irreversibly"
+    elif tool in ("engage", "groups") and operation == "batch":
+        deletes = [u for u in args.updates if getattr(u, "operation", None) == "delete"]
+        ids = [repr(getattr(u, "distinct_id", None) or f"{getattr(u, 'group_key', '')}={getattr(u, 'group_id', '')}") for u in deletes]
+        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        kind = "user" if tool == "engage" else "group"
+        what = (
+            f"send {len(args.updates)} {kind} profile update(s) {where}, deleting {len(deletes)} profile(s) "
+            f"irreversibly: {shown}"
+        )
+    elif tool == "lexicon" and operation == "delete":
+        if args.name is not None:
+            target = f"the Lexicon schema of {args.entity_type} {args.name!r}"
+        elif args.entity_type is not None:
+            target = f"every Lexicon schema of type {args.entity_type}"
+        else:
+            target = "every Lexicon schema (the whole data dictionary)"
+        what = f"delete {target} {where}"
+    elif tool == "lexicon" and operation == "upsert":
+        count = len(args.entries or [])
+        what = f"delete the WHOLE Lexicon data dictionary {where}, then add {count} schema(s)"
+    else:
+        what = f"run {tool} {operation} {where}"
+    return strip_controls(what)

@@ -1,0 +1,186 @@
+"""Confirmation of destructive calls: the person is asked when the client can show a question (both
+protocol eras), otherwise a one-time code bound to the exact arguments; the operator may turn it off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.types import ElicitResult
+
+from mixpanel_mcp.config import load_settings
+from mixpanel_mcp.confirm import Codes
+from mixpanel_mcp.server import build_server
+from tests.conftest import error_text, server_env, structured
+from tests.harness import agent, base_env, http_client, http_server, policy_file, stdio
+
+pytestmark = pytest.mark.asyncio
+
+DELETE_U1 = {"operation": "delete", "distinct_id": "user-1"}
+
+
+class Person:
+    """An elicitation callback that answers from a script and remembers every question."""
+
+    def __init__(self, *answers: tuple[str, dict[str, Any] | None]) -> None:
+        self.answers = list(answers)
+        self.questions: list[Any] = []
+
+    async def __call__(self, context: Any, params: Any) -> ElicitResult:
+        self.questions.append(params)
+        action, content = self.answers.pop(0)
+        return ElicitResult(action=action, content=content)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_the_person_is_asked_and_decline_or_cancel_sends_nothing(double, env, mode):
+    person = Person(("decline", None), ("cancel", None), ("accept", {"confirm": False}), ("accept", {"confirm": True}))
+    async with stdio(env, mode=mode, elicitation_callback=person) as client:
+        declined = await client.call_tool("engage", DELETE_U1)
+        cancelled = await client.call_tool("engage", DELETE_U1)
+        unticked = await client.call_tool("engage", DELETE_U1)
+        assert double.received() == []
+        accepted = await client.call_tool("engage", DELETE_U1)
+        merged = await client.call_tool("engage", {"operation": "set", "distinct_id": "user-2", "properties": {"a": 1}})
+        version = client.protocol_version
+
+    assert version == ("2026-07-28" if mode == "auto" else "2025-11-25")
+    assert error_text(declined) == "Not done: the person declined when asked to confirm. Nothing was sent to Mixpanel."
+    assert "the person cancelled" in error_text(cancelled)
+    assert "the person declined" in error_text(unticked)  # accepted the form without ticking the box
+    assert structured(accepted)["updates_sent"] == 1
+    assert structured(merged)["updates_sent"] == 1  # a write is never asked about
+    assert len(person.questions) == 4
+    question = person.questions[0]
+    assert question.message == (
+        "Agent local wants to delete the profile of user 'user-1' in Mixpanel project 1234, irreversibly. Go ahead?"
+    )
+    assert list(question.requested_schema["properties"]) == ["confirm"]
+    deleted, updated = (r.json()[0] for r in double.received("/engage"))
+    assert (deleted["$distinct_id"], deleted["$delete"]) == ("user-1", "")
+    assert (updated["$distinct_id"], updated["$set"]) == ("user-2", {"a": 1})
+
+
+async def test_the_question_says_exactly_what_goes_for_each_destructive_operation(double, env):
+    person = Person(*[("decline", None)] * 5)
+    async with stdio(env, elicitation_callback=person) as client:
+        await client.call_tool("track", {"operation": "merge", "distinct_ids": ["device-9", "user-9"]})
+        await client.call_tool("groups", {"operation": "delete", "group_key": "company_id", "group_id": "acme"})
+        await client.call_tool("lexicon", {"operation": "delete", "entity_type": "event", "name": "Signed up"})
+        await client.call_tool(
+            "lexicon",
+            {"operation": "upsert", "truncate": True, "entries": [{"entityType": "event", "name": "A", "schemaJson": {}}]},
+        )
+        await client.call_tool(
+            "engage",
+            {
+                "operation": "batch",
+                "updates": [
+                    {"operation": "set", "distinct_id": "u1", "properties": {"a": 1}},
+                    {"operation": "delete", "distinct_id": "u2"},
+                ],
+            },
+        )
+        # Not destructive with these arguments: no question.
+        await client.call_tool(
+            "lexicon", {"operation": "upsert", "entries": [{"entityType": "event", "name": "A", "schemaJson": {}}]}
+        )
+        await client.call_tool(
+            "engage", {"operation": "batch", "updates": [{"operation": "set", "distinct_id": "u1", "properties": {"a": 1}}]}
+        )
+    assert [q.message for q in person.questions] == [
+        "Agent local wants to merge the users 'device-9' and 'user-9' into one in Mixpanel project 1234; this cannot be undone. Go ahead?",
+        "Agent local wants to delete the profile of group company_id='acme' in Mixpanel project 1234, irreversibly. Go ahead?",
+        "Agent local wants to delete the Lexicon schema of event 'Signed up' in Mixpanel project 1234. Go ahead?",
+        "Agent local wants to delete the WHOLE Lexicon data dictionary in Mixpanel project 1234, then add 1 schema(s). Go ahead?",
+        "Agent local wants to send 2 user profile update(s) in Mixpanel project 1234, deleting 1 profile(s) irreversibly: 'u2'. Go ahead?",
+    ]
+    # Only the two non-destructive calls reached Mixpanel.
+    assert [(r.method, r.path) for r in double.received()] == [
+        ("POST", "/api/app/projects/1234/schemas"),
+        ("POST", "/engage"),
+    ]
+
+
+async def test_without_elicitation_a_one_time_code_bound_to_the_arguments(double, env):
+    async with stdio(env) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        first = await client.call_tool("engage", DELETE_U1)
+        code = first.structured_content["confirm"]
+        other_args = await client.call_tool("engage", {"operation": "delete", "distinct_id": "user-2", "confirm": code})
+        other_tool = await client.call_tool(
+            "groups", {"operation": "delete", "group_key": "k", "group_id": "user-1", "confirm": code}
+        )
+        garbage = await client.call_tool("engage", {**DELETE_U1, "confirm": "not-a-code"})
+        assert double.received() == []
+        confirmed = await client.call_tool("engage", {**DELETE_U1, "confirm": code})
+        reused = await client.call_tool("engage", {**DELETE_U1, "confirm": code})
+
+    assert tools["engage"].input_schema["properties"]["confirm"]["type"] == "string"
+    assert "confirm" not in tools["segmentation"].input_schema["properties"]  # only tools with destructive operations
+    text = error_text(first)
+    assert text.startswith("Not done yet: this would delete the profile of user 'user-1' in Mixpanel project 1234")
+    assert f'plus confirm="{code}" (valid once, for 5 minute(s))' in text
+    assert first.structured_content == {"confirmation_required": True, "confirm": code, "expires_in_s": 300}
+    assert "issued for other arguments" in error_text(other_args)
+    assert "issued for other arguments" in error_text(other_tool)
+    assert "it is not a confirmation code" in error_text(garbage)
+    assert structured(confirmed)["updates_sent"] == 1
+    assert "it was already used" in error_text(reused)
+    # Each refusal carries a fresh code, never the spent one.
+    assert reused.structured_content["confirm"] != code
+    assert len(double.received("/engage")) == 1
+
+
+async def test_a_code_expires(double, double_url):
+    now = [1_000_000.0]
+    server = build_server(load_settings(server_env(double_url)), codes=Codes(ttl=300, clock=lambda: now[0]))
+    async with Client(server) as client:
+        code = (await client.call_tool("engage", DELETE_U1)).structured_content["confirm"]
+        now[0] += 301
+        late = await client.call_tool("engage", {**DELETE_U1, "confirm": code})
+        fresh = late.structured_content["confirm"]
+        now[0] += 299
+        in_time = await client.call_tool("engage", {**DELETE_U1, "confirm": fresh})
+    assert "it has expired" in error_text(late)
+    assert structured(in_time)["updates_sent"] == 1
+    assert len(double.received("/engage")) == 1
+
+
+async def test_the_operator_can_turn_confirmation_off(double, env, tmp_path):
+    policy = policy_file(tmp_path, "[defaults]\nconfirm_destructive = false\n")
+    person = Person()
+    async with stdio(env, "--policy", str(policy), elicitation_callback=person) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        deleted = await client.call_tool("engage", DELETE_U1)
+    assert structured(deleted)["updates_sent"] == 1
+    assert person.questions == []
+    assert all("confirm" not in t.input_schema["properties"] for t in tools.values())
+    assert tools["engage"].annotations.destructive_hint is True
+
+
+async def test_over_http_a_modern_client_is_asked_and_a_legacy_one_gets_a_code(double, double_url, tmp_path):
+    """Stateless HTTP: 2026-07-28 asks through InputRequiredResult; a 2025 client has no back-channel."""
+    person = Person(("accept", {"confirm": True}))
+    with http_server(base_env(**server_env(double_url)), log_dir=tmp_path) as served:
+        async with Client(served.url, elicitation_callback=person) as modern:
+            accepted = await modern.call_tool("engage", DELETE_U1)
+        async with Client(served.url, mode="legacy", elicitation_callback=person) as legacy:
+            refused = await legacy.call_tool("engage", {**DELETE_U1, "distinct_id": "user-3"})
+    assert structured(accepted)["updates_sent"] == 1
+    assert len(person.questions) == 1
+    assert refused.structured_content["confirmation_required"] is True
+    assert [r.json()[0]["$distinct_id"] for r in double.received("/engage")] == ["user-1"]
+
+
+async def test_a_denied_agent_is_not_asked(double, double_url, tmp_path):
+    """Policy comes first: an agent without full access to a group is refused before anyone is asked."""
+    policy = policy_file(tmp_path, agent("reader", "mxp_reader-key", '{ engage = "read" }'))
+    with http_server(base_env(**server_env(double_url)), "--policy", str(policy), log_dir=tmp_path) as served:
+        async with http_client(served.url, "mxp_reader-key") as client:
+            listed = (await client.list_tools()).tools
+            refused = await client.call_tool("engage", DELETE_U1)
+    assert listed == []  # engage has no read operation: nothing to list
+    assert error_text(refused) == "Unknown tool: engage"
+    assert double.received() == []
