@@ -151,9 +151,9 @@ class Checker:
         self.transport = transport
         self.hosts = hosts
 
-    def only(self, credential: str, settings: Settings | None = None) -> Settings:
+    def only(self, credential: str) -> Settings:
         """The settings with just one credential, so the probe cannot be answered by another."""
-        s = settings or self.settings
+        s = self.settings
         if credential == TOKEN:
             return replace(s, service_account_username=None, service_account_secret=None, api_secret=None)
         if credential == SERVICE_ACCOUNT:
@@ -172,7 +172,7 @@ class Checker:
             call_stats.reset(token)
         return Outcome(None, stats.requests)
 
-    def _on_own_hosts(self) -> bool:
+    def on_own_hosts(self) -> bool:
         """Whether the configured hosts are the region's own (overridden hosts are not second-guessed)."""
         own = self.hosts.get(self.settings.region)
         s = self.settings
@@ -182,7 +182,7 @@ class Checker:
         """The probe on the configured hosts; when refused (401/403), on the other regions' too."""
         settings = self.only(credential)
         outcome = await self.attempt(settings, probe)
-        if not isinstance(outcome.error, (AuthenticationError, PermissionDeniedError)) or not self._on_own_hosts():
+        if not isinstance(outcome.error, (AuthenticationError, PermissionDeniedError)) or not self.on_own_hosts():
             return outcome
         for region, (ingestion, query_url, export) in self.hosts.items():
             if region == self.settings.region:
@@ -284,7 +284,7 @@ class Report:
             self.add(_unreachable_or_transient(TOKEN, what, outcome, Api.IMPORT))
 
     def _regions_tried(self) -> str:
-        if not self.checker._on_own_hosts():
+        if not self.checker.on_own_hosts():
             return "Custom hosts are configured (MIXPANEL_*_URL), so other regions were not tried."
         others = [r.value.upper() for r in self.checker.hosts if r != self.settings.region]
         return f"It was not accepted in the other regions ({', '.join(others)}) either." if others else ""
@@ -541,8 +541,9 @@ def check_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mixpanel-mcp check",
         description="Try every configured Mixpanel credential with the cheapest request that proves it, and say what "
-        "works, what does not, and how to fix it. It spends at most 2 Query API requests, 1 export and 1 Lexicon "
-        "request of the project's budgets. Exit status: 0 all good, 1 a problem found, 2 a configuration error.",
+        "works, what does not, and how to fix it. It spends 1 Query API request per service account or API secret, "
+        "1 export and 1 Lexicon request (and one more query in each other region when a credential is refused in "
+        "its own). Exit status: 0 all good, 1 a problem found, 2 a configuration error.",
     )
     p.add_argument("--region", choices=[r.value for r in Region], help="overrides MIXPANEL_REGION")
     p.add_argument("--project-id", help="overrides MIXPANEL_PROJECT_ID")

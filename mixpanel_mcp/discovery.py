@@ -446,7 +446,11 @@ def register(server: Any) -> None:
     """Add the resources and prompts to a server built by `mixpanel_mcp.server.build_server`.
 
     `server.runtime` (the same Runtime the lifespan yields) gives each read the caller's grant, project and client.
+    Calling it again on the same server does nothing.
     """
+    if getattr(server, "discovery_registered", False):  # once per server, whoever calls it first
+        return
+    server.discovery_registered = True
     runtime: Runtime = server.runtime
     settings = runtime.settings
     local_only = runtime.policy is None  # then the local grant is every caller's grant

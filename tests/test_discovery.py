@@ -64,6 +64,15 @@ async def test_every_resource_and_prompt_is_listed_with_arguments_when_every_cre
     assert double.received() == []  # listing asks Mixpanel nothing
 
 
+async def test_registering_twice_changes_nothing(double, double_url, caplog):
+    server = discovering(double_url)
+    discovery.register(server)
+    async with Client(server) as client:
+        assert [str(r.uri) for r in (await client.list_resources()).resources] == ALL_URIS
+        assert len((await client.list_prompts()).prompts) == 3
+    assert "already exists" not in caplog.text
+
+
 async def test_a_token_only_server_offers_the_project_resource_and_no_query_prompts(double, double_url):
     server = discovering(
         double_url, MIXPANEL_SERVICE_ACCOUNT_USERNAME=None, MIXPANEL_SERVICE_ACCOUNT_SECRET=None, MIXPANEL_PROJECT_ID=None
