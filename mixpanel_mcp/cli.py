@@ -1,4 +1,5 @@
-"""Command line: `mixpanel-mcp [--transport stdio|http] [--host H] [--port P] [--policy FILE] ...`, and
+"""Command line: `mixpanel-mcp [--transport stdio|http] [--host H] [--port P] [--policy FILE] ...`,
+`mixpanel-mcp --sandbox [--sandbox-dir DIR]` (a local demo project, no account), and
 `mixpanel-mcp new-agent-key NAME`."""
 
 from __future__ import annotations
@@ -8,15 +9,24 @@ import logging
 import os
 import sys
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from mixpanel_mcp import __version__
 from mixpanel_mcp.audit import AuditLog
-from mixpanel_mcp.config import ENV_VARS, ConfigError, is_loopback, load_settings
-from mixpanel_mcp.policy import GROUPS, PolicyError, PolicySource, agent_entry, load_policy, new_key, parse_toolsets
+from mixpanel_mcp.config import ENV_VARS, ConfigError, default_sandbox_dir, is_loopback, load_settings
+from mixpanel_mcp.policy import GROUPS, Policy, PolicyError, PolicySource, agent_entry, load_policy, new_key, parse_toolsets
+
+if TYPE_CHECKING:
+    from mixpanel_mcp.config import Settings
+    from mixpanel_mcp.sandbox import Sandbox
 
 logger = logging.getLogger("mixpanel_mcp")
 
 ENV_HELP = """\
+try it without a Mixpanel account:
+  mixpanel-mcp --sandbox              every tool against a local demo project (seeded on first run, kept in
+                                      --sandbox-dir); MIXPANEL_* variables are ignored, nothing leaves the machine
+
 configuration (environment variables):
   MIXPANEL_PROJECT_TOKEN              project token: send events and profile updates
   MIXPANEL_SERVICE_ACCOUNT_USERNAME   service account: reports, export, Lexicon, /import
@@ -66,6 +76,16 @@ def parser() -> argparse.ArgumentParser:
         "callers must present an agent key when it lists agents (always off loopback)",
     )
     p.add_argument("--audit-log", metavar="PATH", help="append one JSON line per tool call to PATH ('-': stderr)")
+    p.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="serve a local demo project instead of Mixpanel: no credentials, no network",
+    )
+    p.add_argument(
+        "--sandbox-dir",
+        metavar="DIR",
+        help=f"the sandbox's folder, created and seeded when new (default: {default_sandbox_dir()})",
+    )
     p.add_argument("--version", action="version", version=f"mixpanel-mcp {__version__}")
     return p
 
@@ -117,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         new_agent_key(argv[1:])
         return
     args = parser().parse_args(argv)
+    if args.sandbox_dir is not None and not args.sandbox:
+        print("mixpanel-mcp: --sandbox-dir is the sandbox's folder: add --sandbox to use it.", file=sys.stderr)
+        raise SystemExit(2)
     if args.transport == "http" and not is_loopback(args.host) and args.policy is None:
         print(NO_POLICY.format(host=args.host), file=sys.stderr)
         raise SystemExit(2)
@@ -130,24 +153,80 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     # Every caller of an HTTP endpoint needs an agent key when the policy lists agents, and always off loopback.
     hosted = args.transport == "http" and policy is not None and (bool(policy.agents) or not is_loopback(args.host))
-    try:
-        settings = load_settings(
-            os.environ, {"MIXPANEL_REGION": args.region, "MIXPANEL_PROJECT_ID": args.project_id}
-        )
-    except ConfigError as exc:
-        if policy is None or policy.uses_default_project(hosted):
-            print(f"mixpanel-mcp: configuration error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
-        settings = None  # every caller has its own project from the policy
-    if settings is not None:
+    sandbox = open_sandbox(args, policy) if args.sandbox else None
+    if sandbox is not None:
         # Over HTTP the agent is not on this machine: its tools must not read or write files here.
-        settings = replace(settings, local_files=args.transport == "stdio")
+        settings = sandbox.settings(local_files=args.transport == "stdio")
+    else:
+        try:
+            settings = load_settings(
+                os.environ, {"MIXPANEL_REGION": args.region, "MIXPANEL_PROJECT_ID": args.project_id}
+            )
+        except ConfigError as exc:
+            if policy is None or policy.uses_default_project(hosted):
+                print(f"mixpanel-mcp: configuration error: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
+            settings = None  # every caller has its own project from the policy
+        if settings is not None:
+            settings = replace(settings, local_files=args.transport == "stdio")
     try:
         audit = AuditLog(args.audit_log)
     except OSError as exc:
         print(f"mixpanel-mcp: cannot open the audit log {args.audit_log}: {exc.strerror or exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
+    try:
+        serve(args, settings, policy, toolsets, audit, hosted, sandbox)
+    finally:
+        if sandbox is not None:
+            sandbox.close()
+
+
+def open_sandbox(args: argparse.Namespace, policy: Policy | None) -> Sandbox:
+    """The local demo project, and a line on stderr saying so (and which settings it ignores)."""
+    import sqlite3
+
+    from mixpanel_mcp.sandbox import open_sandbox as open_folder
+
+    if policy is not None and policy.projects:
+        print(
+            "mixpanel-mcp: --sandbox serves only the local demo project: remove the policy's [projects.*] tables "
+            "(and agents' project = ...), or leave out --sandbox.",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    folder = args.sandbox_dir if args.sandbox_dir is not None else str(default_sandbox_dir())
+    try:
+        sandbox = open_folder(folder)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"mixpanel-mcp: cannot open the sandbox in {folder}: {reason}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(
+        f"mixpanel-mcp: sandbox: serving a local demo project from {sandbox.directory} ({sandbox.describe()}); "
+        "nothing is sent to Mixpanel.",
+        file=sys.stderr,
+    )
+    ignored = [name for name in ENV_VARS if os.environ.get(name, "").strip()]
+    ignored += [flag for flag, value in (("--region", args.region), ("--project-id", args.project_id)) if value is not None]
+    if ignored:
+        print(
+            f"mixpanel-mcp: sandbox: ignoring {', '.join(ignored)}: the sandbox uses its own local credentials "
+            "and settings (leave out --sandbox to use your Mixpanel project).",
+            file=sys.stderr,
+        )
+    return sandbox
+
+
+def serve(
+    args: argparse.Namespace,
+    settings: Settings | None,
+    policy: Policy | None,
+    toolsets: frozenset[str] | None,
+    audit: AuditLog,
+    hosted: bool,
+    sandbox: Sandbox | None,
+) -> None:
     from mixpanel_mcp.hosting import transport_security
     from mixpanel_mcp.server import build_server, serve_http
 
@@ -157,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
         toolsets=toolsets,
         read_only=args.read_only,
         audit=audit,
+        transport=sandbox.transport() if sandbox is not None else None,
+        instructions=sandbox.instructions() if sandbox is not None else None,
     )
     if args.transport == "stdio":
         server.run()

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
@@ -87,6 +90,8 @@ class Settings:
     # Tools may read and write files on this machine (import from a file, export to a file): true for a
     # local stdio server, false for an HTTP endpoint, where the machine is not the agent's.
     local_files: bool = True
+    # The offline sandbox (`mixpanel-mcp --sandbox`): a local demo project, not a Mixpanel account.
+    sandbox: bool = False
 
     @property
     def has_service_account(self) -> bool:
@@ -213,7 +218,7 @@ def load_settings(env: Mapping[str, str], overrides: Mapping[str, str | None] | 
             "No Mixpanel credential is configured. Set MIXPANEL_PROJECT_TOKEN to send data in, and "
             "MIXPANEL_SERVICE_ACCOUNT_USERNAME + MIXPANEL_SERVICE_ACCOUNT_SECRET + MIXPANEL_PROJECT_ID to "
             "run reports, export and edit Lexicon (MIXPANEL_API_SECRET, the legacy project secret, also works "
-            "for reports and export)."
+            "for reports and export). To try the server without an account: mixpanel-mcp --sandbox."
         )
     return settings
 
@@ -296,3 +301,18 @@ def _base_url(values: Mapping[str, str], name: str, default: str) -> str:
             "for a local test server on 127.0.0.1, localhost or [::1])."
         )
     return url.rstrip("/")
+
+
+def default_sandbox_dir(platform: str = sys.platform, env: Mapping[str, str] = os.environ, home: Path | None = None) -> Path:
+    """Where `--sandbox` keeps its data unless told otherwise: the per-user data folder (XDG_DATA_HOME, else
+    ~/.local/share, on Linux; ~/Library/Application Support on macOS; %LOCALAPPDATA% on Windows), then
+    mixpanel-mcp/sandbox."""
+    home = home if home is not None else Path.home()
+    if platform.startswith("win"):
+        base = Path(env["LOCALAPPDATA"]) if env.get("LOCALAPPDATA") else home / "AppData" / "Local"
+    elif platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        xdg = env.get("XDG_DATA_HOME", "")
+        base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".local" / "share"
+    return base / "mixpanel-mcp" / "sandbox"

@@ -146,9 +146,11 @@ def build_server(
     read_only: bool = False,
     audit: AuditLog | None = None,
     codes: Codes | None = None,
+    instructions: str | None = None,
 ) -> MixpanelServer:
     """The server. `policy` (when given) holds the local grant, the agents and their projects; `toolsets`
-    and `read_only` narrow every grant; without a policy, local use gets every group at full."""
+    and `read_only` narrow every grant; without a policy, local use gets every group at full. `instructions`
+    replace the default ones (the sandbox says what it is)."""
     source = PolicySource(policy) if isinstance(policy, Policy) else policy
     runtime = Runtime(
         settings=settings,
@@ -171,7 +173,7 @@ def build_server(
         "mixpanel-mcp",
         title="Mixpanel",
         version=__version__,
-        instructions=INSTRUCTIONS,
+        instructions=INSTRUCTIONS if instructions is None else instructions,
         website_url="https://github.com/mixpanel-mcp/mixpanel-mcp",
         lifespan=lifespan,
         # The tool list depends on who asks (their grant, their project): never shared between callers.

@@ -1,7 +1,8 @@
 """A local stand-in for Mixpanel's HTTP APIs, served over real HTTP.
 
 Every request is recorded (with its body un-gzipped) before anything else, then answered by the endpoint
-modules; a test can queue faults (a status, a body, a stall) for the next requests to a path.
+modules; a test can queue faults (a status, a body, a stall) for the next requests to a path. When the state
+has a store (the sandbox), what a handled request changed is written to it once the answer is given.
 """
 
 from __future__ import annotations
@@ -72,7 +73,10 @@ class Recorder:
                 sent = True
                 return {"type": "http.request", "body": raw, "more_body": False}
 
-            await self.app(scope, replay, send)
+            try:
+                await self.app(scope, replay, send)
+            finally:
+                self.state.persist()  # the sandbox's store keeps what the request changed
         finally:
             self.state.leave()
 

@@ -38,8 +38,10 @@ EXPORT_STALL_AFTER: int | None = None
 STALL_SECONDS = 8.0
 EXPORT_MAX_LIMIT = 100_000
 
-# session_id -> the ordered profiles matched by the first page's query (Mixpanel caches them likewise)
+# session_id -> the ordered profiles matched by the first page's query (Mixpanel caches them likewise);
+# the oldest are forgotten past MAX_SESSIONS, so a long-running sandbox does not grow without end.
 _sessions: dict[str, list[dict[str, Any]]] = {}
+MAX_SESSIONS = 200
 _session_numbers = itertools.count(1)
 
 def _day(text: str | None) -> dt.date | None:
@@ -185,6 +187,8 @@ def _engage(state: DoubleState, recorded: RecordedRequest) -> dict[str, Any]:
         matched = _matching_profiles(state, form)
         session_id = f"{int(dt.datetime.now(dt.UTC).timestamp())}-{next(_session_numbers):06d}"
         _sessions[session_id] = matched
+        while len(_sessions) > MAX_SESSIONS:
+            del _sessions[next(iter(_sessions))]
     elif session_id not in _sessions:
         raise QueryError("request for page in uncached query for params")
     everything = _sessions[session_id]

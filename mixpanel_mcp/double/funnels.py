@@ -16,7 +16,8 @@ What the double computes (all days are UTC):
     function main() { return [params]; }                      -> [params]
     function main() { return Events(params).groupBy(["name"], mixpanel.reducer.count()); }
                                                                -> [{"key": [name], "value": n}, ...]
-  Any other script is a 400.
+  Any other script is a 400. In the sandbox (state.sandbox), every JQL request is a 400 saying JQL is not
+  available there.
 Filters (`where`, `born_where`) and `on` are read by double/expressions.py; an expression it does not
 understand is a 400.
 """
@@ -317,7 +318,15 @@ _ECHO = "functionmain(){return[params];}"
 _COUNT_BY_NAME = 'functionmain(){returnEvents(params).groupBy(["name"],mixpanel.reducer.count());}'
 
 
+SANDBOX_JQL = (
+    "JQL is not available in the sandbox (the local demo project runs no JavaScript): use segmentation, funnels, "
+    "retention, events or export instead"
+)
+
+
 def _jql(state: DoubleState, request: RecordedRequest) -> list[Any]:
+    if state.sandbox:
+        raise QueryError(SANDBOX_JQL)
     form = request.form
     script = form.get("script")
     if not script:

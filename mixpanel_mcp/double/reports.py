@@ -2,8 +2,9 @@
 
 Every answer is computed from `state.events` (dates are UTC days; `time` is epoch seconds, or milliseconds),
 so a test can store events, query, and compare with numbers it worked out by hand. Insights answers come from
-`state.bookmarks[bookmark_id]`. `where` and `on` are read by double/expressions.py; an expression it does not
-understand is a 400, as Mixpanel answers a bad one.
+`state.bookmarks[bookmark_id]`: the answer stored there or, for a bookmark holding a "definition" (the
+sandbox's), event counts computed now. `where` and `on` are read by double/expressions.py; an expression it
+does not understand is a 400, as Mixpanel answers a bad one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mixpanel_mcp.double.query import (
     bucket_key,
     bucket_keys,
     bucket_start,
+    bucket_starts,
     previous_bucket,
     query_route,
     seconds_of,
@@ -373,7 +375,28 @@ def insights(state: DoubleState, q: dict[str, str]) -> Any:
     report = state.bookmarks.get(int(text))
     if report is None:
         raise QueryError(f"bookmark_id {text} not found")
+    if "definition" in report and "series" not in report:
+        return live_report(state, report["definition"])
     return report
+
+
+def live_report(state: DoubleState, definition: dict[str, Any]) -> dict[str, Any]:
+    """A saved report kept as its definition (the sandbox's): event counts per unit over the last days, now."""
+    unit = definition.get("unit", "day")
+    today = dt.datetime.now(UTC).date()
+    start = today - dt.timedelta(days=int(definition.get("last_days", 30)) - 1)
+    period = Period(dt.datetime.combine(start, dt.time(), UTC), dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), UTC))
+    starts = bucket_starts(period.start, period.end, unit)
+    series: dict[str, dict[str, int]] = {}
+    for name in definition.get("events", []):
+        counts = Counter(bucket_start(moment_of(e), unit) for e in select(state, period, [name], None))
+        series[name] = {moment.isoformat(): counts.get(moment, 0) for moment in starts}
+    return {
+        "computed_at": computed_at(),
+        "date_range": {"from_date": f"{start.isoformat()}T00:00:00+00:00", "to_date": f"{today.isoformat()}T23:59:59.999000+00:00"},
+        "headers": ["$event"],
+        "series": series,
+    }
 
 
 ENDPOINTS: dict[str, Callable[[DoubleState, dict[str, str]], Any]] = {

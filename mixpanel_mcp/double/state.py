@@ -5,10 +5,14 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import logging
+import sqlite3
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
+
+logger = logging.getLogger("mixpanel_mcp.sandbox")
 
 
 @dataclass
@@ -72,12 +76,24 @@ class Project:
 
 
 class DoubleState:
-    """Thread-safe store shared by the ASGI app and the tests that inspect it."""
+    """Thread-safe store shared by the ASGI app and the tests that inspect it.
 
-    def __init__(self, project: Project | None = None) -> None:
+    In the tests it lives in memory only. The sandbox gives it a `store` (double/store.py), which writes what
+    each handled request changed to disk, keeps only the last `history` recorded requests, and sets `sandbox`
+    (what Mixpanel offers and the local project cannot, e.g. JQL, is refused with a clear 400).
+    """
+
+    def __init__(self, project: Project | None = None, *, sandbox: bool = False, history: int | None = None) -> None:
         self.project = project or Project()
+        self.sandbox = sandbox
+        self.history = history
+        self.store: Any = None  # a SqliteStore, for the sandbox
         self._lock = threading.Lock()
         self.reset()
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
 
     def reset(self) -> None:
         with self._lock:
@@ -111,6 +127,8 @@ class DoubleState:
     def record(self, request: RecordedRequest) -> Fault | None:
         with self._lock:
             self.requests.append(request)
+            if self.history is not None and len(self.requests) > self.history:
+                del self.requests[: len(self.requests) - self.history]
             for fault in self.faults:
                 if request.path.startswith(fault.path) and fault.method in (None, request.method):
                     fault.times -= 1
@@ -127,6 +145,16 @@ class DoubleState:
     def leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
+
+    def persist(self) -> None:
+        """After a handled request: write what it changed to the store, if there is one."""
+        if self.store is None:
+            return
+        with self._lock:
+            try:
+                self.store.save(self)
+            except sqlite3.Error as exc:  # the answer was given: say it was not kept, and carry on
+                logger.warning("sandbox: could not save a change to %s: %s", self.store.path, exc)
 
 
 def decode_body(body: bytes, headers: dict[str, str]) -> bytes:
