@@ -41,6 +41,10 @@ configuration (environment variables):
   MIXPANEL_EXPORT_LIMIT_PER_SECOND, MIXPANEL_EXPORT_CONCURRENCY, MIXPANEL_LEXICON_LIMIT_PER_MINUTE,
   MIXPANEL_RATE_LIMIT_MAX_WAIT        the project's rate limits, kept client-side
   MIXPANEL_CACHE_TTL, MIXPANEL_CACHE_TTL_TODAY   how long identical read queries are answered from memory
+  MIXPANEL_STARTUP_CHECK              1 (default): log a quick credentials check at start; 0: skip it
+
+check the credentials:
+  mixpanel-mcp check                  what works, what does not, and the exact fix (exit 1 on a problem)
 
 access:
   Locally every tool group the credentials allow is listed; merge, profile/group delete and Lexicon
@@ -136,6 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "new-agent-key":
         new_agent_key(argv[1:])
         return
+    if argv and argv[0] == "check":
+        from mixpanel_mcp.check import main_check
+
+        raise SystemExit(main_check(argv[1:]))
     args = parser().parse_args(argv)
     if args.sandbox_dir is not None and not args.sandbox:
         print("mixpanel-mcp: --sandbox-dir is the sandbox's folder: add --sandbox to use it.", file=sys.stderr)
@@ -238,6 +246,7 @@ def serve(
         audit=audit,
         transport=sandbox.transport() if sandbox is not None else None,
         instructions=sandbox.instructions() if sandbox is not None else None,
+        check_at_start=sandbox is None and os.environ.get("MIXPANEL_STARTUP_CHECK", "1") != "0",
     )
     if args.transport == "stdio":
         server.run()

@@ -139,6 +139,7 @@ ENV_VARS = (
     "MIXPANEL_MAX_RETRIES",
     "MIXPANEL_RETRY_BASE_DELAY",
     "MIXPANEL_TIMEOUT",
+    "MIXPANEL_STARTUP_CHECK",
     # The client-side limiter (BudgetSettings): Mixpanel's per-project caps, for projects that have others.
     "MIXPANEL_QUERY_LIMIT_PER_HOUR",  # Query API requests per rolling hour (60)
     "MIXPANEL_QUERY_CONCURRENCY",  # Query API requests at a time (5)

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+import anyio
 import httpx2
 import uvicorn
 from mcp.server import MCPServer
@@ -22,6 +23,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from mixpanel_mcp import __version__
+from mixpanel_mcp import discovery
+from mixpanel_mcp.check import startup_warnings
 from mixpanel_mcp.adapter import AppState, Runtime
 from mixpanel_mcp.audit import AuditLog
 from mixpanel_mcp.config import Settings
@@ -147,10 +150,12 @@ def build_server(
     audit: AuditLog | None = None,
     codes: Codes | None = None,
     instructions: str | None = None,
+    check_at_start: bool = False,
 ) -> MixpanelServer:
     """The server. `policy` (when given) holds the local grant, the agents and their projects; `toolsets`
     and `read_only` narrow every grant; without a policy, local use gets every group at full. `instructions`
-    replace the default ones (the sandbox says what it is)."""
+    replace the default ones (the sandbox says what it is). `check_at_start`: log the quick credentials
+    check (`mixpanel-mcp check` in brief) as warnings, in the background, when the server starts."""
     source = PolicySource(policy) if isinstance(policy, Policy) else policy
     runtime = Runtime(
         settings=settings,
@@ -164,10 +169,14 @@ def build_server(
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        try:
-            yield AppState(runtime=runtime)
-        finally:
-            await runtime.aclose()
+        async with anyio.create_task_group() as background:
+            if check_at_start and settings is not None:
+                background.start_soon(startup_warnings, settings, transport)  # never raises; at most 15 s
+            try:
+                yield AppState(runtime=runtime)
+            finally:
+                background.cancel_scope.cancel()
+                await runtime.aclose()
 
     server = MixpanelServer(
         "mixpanel-mcp",
@@ -180,6 +189,7 @@ def build_server(
         cache_hints={"tools/list": CacheHint(ttl_ms=0, scope="private")},
     )
     server.runtime = runtime
+    discovery.register(server)
 
     @server.custom_route("/healthz", methods=["GET"])
     async def healthz(_: Request) -> JSONResponse:

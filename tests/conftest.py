@@ -60,6 +60,8 @@ def server_env(double_url: str, **overrides: str | None) -> dict[str, str]:
         "MIXPANEL_QUERY_URL": f"{double_url}/api",
         "MIXPANEL_EXPORT_URL": f"{double_url}/api/2.0",
         "MIXPANEL_RETRY_BASE_DELAY": "0.01",
+        # The start-up credentials check sends requests; tests count every request the double receives.
+        "MIXPANEL_STARTUP_CHECK": "0",
         "MIXPANEL_TIMEOUT": "10",
     }
     for name, value in overrides.items():

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import os
 import subprocess
+import time
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -282,3 +283,36 @@ async def test_startup_warnings_log_only_what_fails_with_its_fix_and_no_secret(d
     with caplog.at_level(logging.WARNING, logger="test.startup"):
         await startup_warnings(load_settings(server_env(double_url)), log=log)
     assert caplog.records == []
+
+
+def test_cli_subcommand_and_server_start_up_log_the_same_findings(double, double_url, tmp_path):
+    """`mixpanel-mcp check` exits 1 on a rejected secret, and the HTTP server logs the finding when it starts."""
+    bad = server_env(double_url, MIXPANEL_SERVICE_ACCOUNT_SECRET="wrong-secret", MIXPANEL_STARTUP_CHECK="1")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MIXPANEL_")}
+    checked = subprocess.run(
+        [sys.executable, "-m", "mixpanel_mcp", "check"], env={**clean, **bad}, capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 1
+    assert "MIXPANEL_SERVICE_ACCOUNT_SECRET" in checked.stdout and "wrong-secret" not in checked.stdout
+
+    from mixpanel_mcp.double.app import free_port
+
+    log = tmp_path / "server.log"
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mixpanel_mcp", "--transport", "http", "--port", str(port)],
+        env={**clean, **bad},
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while "Mixpanel credentials:" not in log.read_text() and time.monotonic() < deadline:
+            assert server.poll() is None, log.read_text()
+            time.sleep(0.1)
+        text = log.read_text()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert "Mixpanel credentials:" in text and "service account" in text
+    assert "wrong-secret" not in text
