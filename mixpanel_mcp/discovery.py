@@ -252,7 +252,12 @@ async def project_overview(runtime: Runtime, grant: Grant, resources: list[Sourc
         "project_id": settings.project_id,
         "workspace_id": settings.workspace_id,
         "region": settings.region.value,
-        "hosts": {"ingestion": settings.ingestion_url, "query": settings.query_url, "export": settings.export_url},
+        "hosts": (
+            "local demo project (mixpanel-mcp --sandbox): generated data, nothing is sent to Mixpanel"
+            if settings.sandbox
+            else {"ingestion": settings.ingestion_url, "query": settings.query_url, "export": settings.export_url}
+        ),
+        "sandbox": settings.sandbox,
         "credentials": {
             "project_token": settings.project_token is not None,
             "service_account": settings.has_service_account,
