@@ -163,9 +163,12 @@ class MixpanelTool(Tool):
             data["cached"] = True
         if stats.budget:
             data["budget"] = stats.budget
+        if result.refused:
+            record.outcome, record.error = "error", "refused_input"
         return CallToolResult(
             content=[TextContent(type="text", text=render(clean(result.summary), data))],
             structured_content=data,
+            is_error=result.refused,
         )
 
     async def _confirm(
@@ -253,6 +256,26 @@ def build_tools(
     return tools
 
 
+def per_worker(settings: Settings, workers: int) -> Settings:
+    """The settings with each of the project's rate limits split evenly over `workers` processes (at least 1
+    each): every process counts its own requests, so N processes with the full limits could spend N times them."""
+    if workers <= 1:
+        return settings
+    b = settings.budget
+    return replace(
+        settings,
+        budget=replace(
+            b,
+            query_per_hour=max(1, b.query_per_hour // workers),
+            query_concurrent=max(1, b.query_concurrent // workers),
+            export_per_hour=max(1, b.export_per_hour // workers),
+            export_per_second=max(1, b.export_per_second // workers),
+            export_concurrent=max(1, b.export_concurrent // workers),
+            lexicon_per_minute=max(1, b.lexicon_per_minute // workers),
+        ),
+    )
+
+
 @dataclass
 class AppState:
     """What the server's lifespan holds."""
@@ -291,6 +314,16 @@ class Runtime:
         self._projects: dict[str, Settings] = {}
         self._policy_seen: Any = None
         self._in_flight: dict[str, int] = {}
+        self.workers = 1
+
+    def share_limits(self, workers: int) -> None:
+        """This is one of `workers` processes serving the same projects: use its share of each rate limit.
+
+        Call before the first request (a project's budget is made with the limits of its first call)."""
+        self.workers = workers
+        if self.settings is not None:
+            self.settings = per_worker(self.settings, workers)
+        self._projects, self._views = {}, {}
 
     def narrow(self, grant: Grant) -> Grant:
         """The operator's flags (--toolsets, --read-only) bound every grant."""
@@ -320,7 +353,8 @@ class Runtime:
         settings = self._projects.get(grant.project)
         if settings is None and policy is not None and grant.project in policy.projects:
             local_files = self.settings.local_files if self.settings is not None else False
-            settings = self._projects[grant.project] = replace(policy.projects[grant.project], local_files=local_files)
+            project = replace(policy.projects[grant.project], local_files=local_files)
+            settings = self._projects[grant.project] = per_worker(project, self.workers)
         return settings
 
     def tools_for(self, grant: Grant) -> dict[str, MixpanelTool]:

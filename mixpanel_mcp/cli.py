@@ -8,13 +8,22 @@ import argparse
 import logging
 import os
 import sys
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from mixpanel_mcp import __version__
 from mixpanel_mcp.audit import AuditLog
-from mixpanel_mcp.config import ENV_VARS, ConfigError, default_sandbox_dir, is_loopback, load_settings
-from mixpanel_mcp.policy import GROUPS, Policy, PolicyError, PolicySource, agent_entry, load_policy, new_key, parse_toolsets
+from mixpanel_mcp.config import ENV_VARS, ConfigError, default_sandbox_dir, is_loopback
+from mixpanel_mcp.policy import (
+    GROUPS,
+    Policy,
+    PolicyError,
+    PolicySource,
+    agent_entry,
+    load_policy,
+    new_key,
+    parse_toolsets,
+    server_settings,
+)
 
 if TYPE_CHECKING:
     from mixpanel_mcp.config import Settings
@@ -167,16 +176,16 @@ def main(argv: list[str] | None = None) -> None:
         settings = sandbox.settings(local_files=args.transport == "stdio")
     else:
         try:
-            settings = load_settings(
-                os.environ, {"MIXPANEL_REGION": args.region, "MIXPANEL_PROJECT_ID": args.project_id}
+            settings = server_settings(
+                os.environ,
+                policy,
+                hosted,
+                overrides={"MIXPANEL_REGION": args.region, "MIXPANEL_PROJECT_ID": args.project_id},
+                local_files=args.transport == "stdio",
             )
         except ConfigError as exc:
-            if policy is None or policy.uses_default_project(hosted):
-                print(f"mixpanel-mcp: configuration error: {exc}", file=sys.stderr)
-                raise SystemExit(2) from None
-            settings = None  # every caller has its own project from the policy
-        if settings is not None:
-            settings = replace(settings, local_files=args.transport == "stdio")
+            print(f"mixpanel-mcp: configuration error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     try:
         audit = AuditLog(args.audit_log)
     except OSError as exc:

@@ -4,6 +4,11 @@ one-time code bound to the exact arguments that the agent must bring back (after
 Elicitation goes through the SDK's `Resolve`/`Elicit` machinery, which works in both protocol eras: on
 2026-07-28 the call returns an `InputRequiredResult` and the client calls again with the answer; on older
 connections with a back-channel the question is sent mid-call.
+
+Both round trips carry something the server sealed (the code's HMAC; the SDK's encrypted `requestState`), and
+the call that brings it back may reach another worker or replica. One process uses random keys; several share
+one operator secret (`MIXPANEL_MCP_SECRET_KEY`), from which `shared_codes` and `shared_request_state` derive
+a separate key each.
 """
 
 from __future__ import annotations
@@ -16,15 +21,19 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from mcp.server.mcpserver import Context, Elicit, Resolve
+from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver import Context, Elicit, RequestStateSecurity, Resolve
 from mcp.server.mcpserver.resolve import build_resolver_plans, resolve_arguments
 from mcp_types import InputRequiredResult
 from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field
 
+from mixpanel_mcp.policy import current_grant
 from mixpanel_mcp.text import strip_controls
 
 CODE_TTL = 300.0  # seconds a confirmation code stays valid
+REQUEST_STATE_TTL = 600.0  # seconds a client has to answer a question asked through InputRequiredResult
+MIN_SECRET_BYTES = 32
 MODERN = "2026-07-28"
 
 Answer = Literal["accept", "decline", "cancel"]
@@ -79,7 +88,10 @@ class Codes:
     """One-time confirmation codes: HMAC over (agent, tool, exact arguments, expiry, nonce), used once.
 
     Stateless to issue; the server remembers only the codes already used, until they expire. The key is
-    random per process, so a restart invalidates outstanding codes (the agent just asks again).
+    random per process, so a restart invalidates outstanding codes (the agent just asks again), unless it is
+    derived from a shared secret (`shared_codes`): then every worker holding the secret accepts the code.
+    "Used once" is remembered in memory, so it holds per worker: with N workers the same agent could replay a
+    code, for the exact call it confirms, at most once on each other worker within its TTL.
     """
 
     def __init__(self, ttl: float = CODE_TTL, clock: Callable[[], float] = time.time, key: bytes | None = None) -> None:
@@ -118,6 +130,39 @@ class Codes:
             return "it was already used"
         self._used[nonce] = expiry
         return None
+
+
+def derive_key(secret: str, purpose: str) -> bytes:
+    """A 32-byte key for one purpose from the operator's secret, so no two uses ever share a key."""
+    return hmac.new(secret.encode(), f"mixpanel-mcp/{purpose}/v1".encode(), hashlib.sha256).digest()
+
+
+def check_secret(secret: str, name: str) -> str:
+    """The secret, or ValueError naming the variable and how to make a good one."""
+    secret = secret.strip()
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"{name} must be at least {MIN_SECRET_BYTES} characters of random text, the same on every worker and "
+            "replica (make one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\")."
+        )
+    return secret
+
+
+def shared_codes(secret: str, ttl: float = CODE_TTL) -> Codes:
+    """Confirmation codes any process holding `secret` issues and verifies alike."""
+    return Codes(ttl, key=derive_key(secret, "confirmation-codes"))
+
+
+def agent_principal(_: ServerRequestContext[Any, Any]) -> str | None:
+    """The caller a sealed requestState belongs to: the agent the HTTP gate authenticated (None on stdio)."""
+    grant = current_grant.get()
+    return None if grant is None else f"agent:{grant.agent}"
+
+
+def shared_request_state(secret: str, ttl: float = REQUEST_STATE_TTL) -> RequestStateSecurity:
+    """The SDK's requestState sealing (AES-256-GCM) under a key from `secret`, bound to the calling agent: a
+    question asked by one worker can be answered on any other, and only by the agent it was asked of."""
+    return RequestStateSecurity(keys=[derive_key(secret, "request-state")], ttl=ttl, bind_principal=agent_principal)
 
 
 def describe_effect(tool: str, operation: str, args: Any, project: str) -> str:

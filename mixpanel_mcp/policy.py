@@ -159,6 +159,26 @@ class Policy:
         return any(g.project is None for g in grants)
 
 
+def server_settings(
+    env: Mapping[str, str],
+    policy: Policy | None,
+    hosted: bool,
+    *,
+    overrides: Mapping[str, str | None] | None = None,
+    local_files: bool,
+) -> Settings | None:
+    """The server's own project (from the environment), or None when no caller uses it: every agent of a hosted
+    endpoint has a [projects.*] entry of its own. Raises ConfigError when a caller needs it and it is not usable."""
+    try:
+        settings = load_settings(env, overrides)
+    except ConfigError:
+        if policy is None or policy.uses_default_project(hosted):
+            raise
+        return None
+    # Over HTTP the agent is not on this machine: its tools must not read or write files here.
+    return replace(settings, local_files=local_files)
+
+
 # -- keys -----------------------------------------------------------------------------------------
 
 

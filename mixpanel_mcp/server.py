@@ -15,7 +15,7 @@ import httpx2
 import uvicorn
 from mcp.server import MCPServer
 from mcp.server.caching import CacheHint
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import Context, RequestStateSecurity
 from mcp.types import CallToolResult, Tool as MCPTool
 from mcp_types import InputRequiredResult
 from starlette.requests import Request
@@ -79,6 +79,8 @@ class SecretFilter(logging.Filter):
             # Fold the traceback into the message, scrubbed: exception texts are not under our control.
             message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
             record.exc_info, record.exc_text = None, None
+        elif self.scrub(message) == message:
+            return True  # nothing to hide: keep msg and args (uvicorn's access formatter reads args)
         record.msg, record.args = self.scrub(message), None
         return True
 
@@ -151,6 +153,7 @@ def build_server(
     codes: Codes | None = None,
     instructions: str | None = None,
     check_at_start: bool = False,
+    request_state_security: RequestStateSecurity | None = None,
 ) -> MixpanelServer:
     """The server. `policy` (when given) holds the local grant, the agents and their projects; `toolsets`
     and `read_only` narrow every grant; without a policy, local use gets every group at full. `instructions`
@@ -187,6 +190,8 @@ def build_server(
         lifespan=lifespan,
         # The tool list depends on who asks (their grant, their project): never shared between callers.
         cache_hints={"tools/list": CacheHint(ttl_ms=0, scope="private")},
+        # Several workers: one shared key, so a question asked by one can be answered on another.
+        request_state_security=request_state_security,
     )
     server.runtime = runtime
     discovery.register(server)

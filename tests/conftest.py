@@ -137,6 +137,13 @@ def structured(result: Any) -> dict[str, Any]:
     return result.structured_content
 
 
+def refused(result: Any) -> dict[str, Any]:
+    """An error result that still carries data (e.g. which records broke which rule): nothing was sent."""
+    assert result.is_error, f"expected a refusal, got {result.structured_content}"
+    assert result.structured_content is not None
+    return result.structured_content
+
+
 def error_text(result: Any) -> str:
     assert result.is_error, f"expected an error, got {result.structured_content}"
     return result.content[0].text

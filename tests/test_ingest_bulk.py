@@ -25,7 +25,7 @@ from mixpanel_mcp.client import batching
 from mixpanel_mcp.client import events as ingest
 from mixpanel_mcp.client.batching import Pacer, render, runs, subtract
 from mixpanel_mcp.config import load_settings
-from tests.conftest import TOKEN, server_env, stdio_client, structured
+from tests.conftest import TOKEN, refused, server_env, stdio_client, structured
 
 pytestmark = pytest.mark.asyncio
 
@@ -243,7 +243,7 @@ async def test_each_rule_is_reported_per_record_and_nothing_is_sent_unless_asked
         )
 
     bad = [(i, field, words) for i, (_, field, words) in enumerate(RULES) if words is not None]
-    data = structured(rejected)
+    data = refused(rejected)
     assert data["events_sent"] == 0 and data["invalid"] == len(bad) == 21
     assert [(r["index"], r["field"]) for r in data["invalid_records"]] == [(i, field) for i, field, _ in bad]
     for record, (_, _, words) in zip(data["invalid_records"], bad, strict=True):
@@ -304,13 +304,13 @@ async def test_files_in_three_formats_report_the_broken_line_and_lose_nothing_el
 
     lines = {"ndjson": 4, "json": 4, "csv": 4}  # ndjson: after a blank line; json: "[" is line 1; csv: header is line 1
     for kind, result in rejected.items():
-        data = structured(result)
+        data = refused(result)
         assert data["events_sent"] == 0
         (problem,) = data["invalid_records"]
         assert (problem["index"], problem["line"]) == (2, lines[kind]), kind
         assert f"line {lines[kind]}" in problem["message"]
-    assert "not valid JSON" in structured(rejected["ndjson"])["invalid_records"][0]["message"]
-    assert "has 8 cells; the header has 7" in structured(rejected["csv"])["invalid_records"][0]["message"]
+    assert "not valid JSON" in refused(rejected["ndjson"])["invalid_records"][0]["message"]
+    assert "has 8 cells; the header has 7" in refused(rejected["csv"])["invalid_records"][0]["message"]
 
     for kind, (result, stored) in sent.items():
         data = structured(result)
@@ -324,7 +324,7 @@ async def test_files_in_three_formats_report_the_broken_line_and_lose_nothing_el
     json_ids = {e["properties"]["distinct_id"]: e["properties"]["$insert_id"] for e in sent["json"][1]}
     assert ndjson_ids == json_ids
 
-    assert structured(missing)["events_sent"] == 0
+    assert refused(missing)["events_sent"] == 0
     assert missing.content[0].text.startswith(f"Nothing was sent to Mixpanel: cannot read {tmp_path / 'nope.ndjson'}: cannot open it")
 
 
@@ -344,7 +344,7 @@ async def test_a_server_reached_over_http_refuses_files(double, http_server, tmp
     path.write_text(json.dumps(event(1)) + "\n")
     async with Client(http_server) as client:
         result = await client.call_tool("track", {"operation": "import", "file": str(path)})
-    assert structured(result)["events_sent"] == 0
+    assert refused(result)["events_sent"] == 0
     assert "reached over HTTP, so it does not read files on the machine it runs on" in result.content[0].text
     assert double.received() == []
 

@@ -70,6 +70,9 @@ class Result:
     summary: str
     data: dict[str, Any]
     narrow_hint: str = "narrow the request"
+    # Nothing was sent: the agent must change something first. Answered as an error, with the data
+    # (e.g. which records break which rule) still attached.
+    refused: bool = False
 
 
 Handler = Callable[[Run, Any], Awaitable[Result]]

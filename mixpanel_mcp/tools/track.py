@@ -116,7 +116,11 @@ def _listed(data: dict[str, Any], key: str, entries: list[dict[str, Any]], count
 
 
 def _not_sent(operation: str, reason: str, **data: Any) -> Result:
-    return Result(summary=f"Nothing was sent to Mixpanel: {reason}", data={"operation": operation, "events_sent": 0, **data})
+    return Result(
+        summary=f"Nothing was sent to Mixpanel: {reason}",
+        data={"operation": operation, "events_sent": 0, **data},
+        refused=True,
+    )
 
 
 def _rejected(operation: str, found: ingest.Survey) -> Result:
