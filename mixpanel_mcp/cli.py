@@ -31,10 +31,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mixpanel_mcp")
 
+SANDBOX_VAR = "MIXPANEL_SANDBOX"
+
 ENV_HELP = """\
 try it without a Mixpanel account:
   mixpanel-mcp --sandbox              every tool against a local demo project (seeded on first run, kept in
                                       --sandbox-dir); MIXPANEL_* variables are ignored, nothing leaves the machine
+                                      (MIXPANEL_SANDBOX=true does the same)
 
 configuration (environment variables):
   MIXPANEL_PROJECT_TOKEN              project token: send events and profile updates
@@ -154,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
 
         raise SystemExit(main_check(argv[1:]))
     args = parser().parse_args(argv)
+    # The Claude Desktop bundle's "demo project" switch arrives as an environment variable.
+    args.sandbox = args.sandbox or os.environ.get(SANDBOX_VAR, "").strip().lower() in ("1", "true", "yes")
     if args.sandbox_dir is not None and not args.sandbox:
         print("mixpanel-mcp: --sandbox-dir is the sandbox's folder: add --sandbox to use it.", file=sys.stderr)
         raise SystemExit(2)

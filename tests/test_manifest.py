@@ -2,8 +2,11 @@
 
 import json
 import re
+
+import pytest
 from pathlib import Path
 
+from mixpanel_mcp.cli import SANDBOX_VAR
 from mixpanel_mcp.config import ENV_VARS
 from mixpanel_mcp.tools import ALL_GROUPS
 
@@ -16,7 +19,7 @@ def test_manifest_lists_every_tool_the_server_registers():
 
 def test_user_config_maps_to_server_variables_and_secrets_are_sensitive():
     env = MANIFEST["server"]["mcp_config"]["env"]
-    assert set(env) <= set(ENV_VARS)
+    assert set(env) <= {*ENV_VARS, SANDBOX_VAR}
     referenced = {re.fullmatch(r"\$\{user_config\.(\w+)\}", value).group(1) for value in env.values()}
     assert referenced == set(MANIFEST["user_config"])
     sensitive = {k for k, v in MANIFEST["user_config"].items() if v.get("sensitive")}
@@ -27,3 +30,25 @@ def test_manifest_version_matches_package():
     from mixpanel_mcp import __version__
 
     assert MANIFEST["version"] == __version__
+
+
+@pytest.mark.asyncio
+async def test_a_host_launching_the_bundle_in_demo_mode_gets_every_tool(tmp_path):
+    """What Claude Desktop does: substitute the user's settings into mcp_config.env, start the server."""
+    import sys
+
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    answers = {"sandbox": "true", "project_token": "", "service_account_username": "", "service_account_secret": "",
+               "project_id": "", "region": "us"}
+    env = {
+        name: re.sub(r"\$\{user_config\.(\w+)\}", lambda m: answers[m.group(1)], value)
+        for name, value in MANIFEST["server"]["mcp_config"]["env"].items()
+    }
+    env["XDG_DATA_HOME"] = str(tmp_path)  # the sandbox's per-user folder
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mixpanel_mcp"], env=env)
+    async with Client(params) as client:
+        tools = await client.list_tools()
+    assert [t.name for t in tools.tools] == [g.name for g in ALL_GROUPS]
+    assert (tmp_path / "mixpanel-mcp" / "sandbox" / "sandbox.sqlite3").is_file()
