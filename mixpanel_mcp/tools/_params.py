@@ -10,32 +10,8 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
+from mixpanel_mcp.client.events import PLACEHOLDER_IDS
 from mixpanel_mcp.tools._base import Args
-
-# Mixpanel refuses these as distinct_id or $insert_id: they are what broken clients send.
-PLACEHOLDER_IDS = frozenset(
-    {
-        "00000000-0000-0000-0000-000000000000",
-        "anon",
-        "anonymous",
-        "nil",
-        "none",
-        "null",
-        "n/a",
-        "na",
-        "undefined",
-        "unknown",
-        "<nil>",
-        "0",
-        "-1",
-        "true",
-        "false",
-        "[]",
-        "{}",
-    }
-)
-
-MAX_BATCH = 2000
 
 
 def _date(value: Any) -> str:
