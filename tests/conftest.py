@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
 import sys
-import time
-from pathlib import Path
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from mixpanel_mcp.double import DoubleState, running
-from mixpanel_mcp.double.app import free_port
 
 PROJECT_ID = 1234
 TOKEN = "test-token"
@@ -94,34 +90,11 @@ async def stdio_client(env: dict[str, str], *args: str, confirm: bool = False) -
 @pytest.fixture(scope="module")
 def http_server(double_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mixpanel-mcp --transport http` as a subprocess on a free loopback port; yields the /mcp URL."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("http-server") / "stderr.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mixpanel_mcp", "--transport", "http", "--port", str(port), "--policy", str(NO_CONFIRM)],
-        env={**os.environ, **server_env(double_url)},
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),  # a file, not a pipe: an unread pipe would block the server once full
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx2.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx2.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"HTTP server did not start: {log.read_text()}")
-        time.sleep(0.05)
-    try:
-        yield f"{base}/mcp"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    from tests.harness import http_server as serve
+
+    env = {**os.environ, **server_env(double_url)}
+    with serve(env, "--policy", str(NO_CONFIRM), log_dir=tmp_path_factory.mktemp("http-server")) as served:
+        yield served.url
 
 
 def stored_event(name: str, user: str, at: str | float, **properties: Any) -> dict[str, Any]:
