@@ -266,10 +266,14 @@ def main() -> None:
                 f"{f['peak_rss_mb']:>8.0f} MB  {lines:,} lines{', ' + check if check else ''}"
             )
         by = {label: f for label, f, _, _ in rows}
+        # The memory bound is asserted here, in the benchmark, not in a timed unit test.
+        failures = [f"{label}: {check}" for label, _, _, check in rows if "DIFFERS" in check]
         mine, naive_f, loop = by.get("ours, to .ndjson"), by.get("naive read-all-then-parse"), by.get("stdlib json line loop")
         if mine and naive_f:
             ratio = mine["peak_rss_mb"] / naive_f["peak_rss_mb"]
             print(f"\npeak RSS, ours / naive: {ratio:.3f}x (target <= 0.1x) -> {'met' if ratio <= 0.1 else 'NOT met'}")
+            if ratio > 0.1:
+                failures.append(f"peak RSS is {ratio:.3f}x the naive baseline (bound: 0.1x)")
             print(f"  (the child interpreter held {mine['rss_before_mb']:.0f} MB before importing anything of ours)")
         if mine and loop:
             speed = (mine["events"] / mine["seconds"]) / (loop["events"] / loop["seconds"])
@@ -284,6 +288,10 @@ def main() -> None:
             f"(target >= 2.5x) -> {'met' if ratio >= 2.5 else 'NOT met'}"
         )
         print(f"  ours: the whole per-event step (+summary){rates['take']:>10,.0f} events/s = {rates['take'] / base:.2f}x")
+        if "ours, to .ndjson" not in by:
+            failures.append("our export to .ndjson did not run")
+        if failures:
+            raise SystemExit("FAILED: " + "; ".join(failures))
 
 
 if __name__ == "__main__":
