@@ -7,9 +7,10 @@ caller's project -> errors mapped to agent text -> one audit record, whatever ha
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -60,7 +61,7 @@ class MixpanelTool(Tool):
 
     group: ToolGroup = Field(exclude=True)
     ops: dict[str, Operation] = Field(exclude=True)
-    validator: TypeAdapter[Any] = Field(exclude=True)
+    validator_factory: Callable[[], TypeAdapter[Any]] = Field(exclude=True)
     confirm_field: bool = Field(default=False, exclude=True)
 
     @classmethod
@@ -79,7 +80,8 @@ class MixpanelTool(Tool):
             annotations=annotations(group, operations),
             group=group,
             ops={op.name: op for op in operations},
-            validator=discriminated(group, operations),
+            # Built on the first call, not at start-up: most tools of a session are never called.
+            validator_factory=functools.cache(functools.partial(discriminated, group, operations)),
             confirm_field=confirm_field,
         )
 
@@ -129,7 +131,7 @@ class MixpanelTool(Tool):
                     "operation. Nothing was sent to Mixpanel; the server's operator decides what each agent may do."
                 )
         try:
-            args = self.validator.validate_python(arguments)
+            args = self.validator_factory().validate_python(arguments)
         except ValidationError as exc:
             record.error = "invalid_arguments"
             raise ToolError(describe_validation(self.name, exc, list(self.ops), self.group.single)) from None

@@ -141,6 +141,15 @@ class MixpanelServer(MCPServer[AppState]):
         return await tool.run(arguments, context)
 
 
+# The start-up check is for a person reading the log: it waits until the client's first requests are answered.
+STARTUP_CHECK_DELAY = 2.0
+
+
+async def _check_soon(settings: Settings, transport: httpx2.AsyncBaseTransport | None) -> None:
+    await anyio.sleep(STARTUP_CHECK_DELAY)
+    await startup_warnings(settings, transport)  # never raises; at most 15 s
+
+
 def build_server(
     settings: Settings | None,
     *,
@@ -174,7 +183,7 @@ def build_server(
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         async with anyio.create_task_group() as background:
             if check_at_start and settings is not None:
-                background.start_soon(startup_warnings, settings, transport)  # never raises; at most 15 s
+                background.start_soon(_check_soon, settings, transport)
             try:
                 yield AppState(runtime=runtime)
             finally:

@@ -7,6 +7,7 @@ pydantic discriminated union built from the same models, so the schema and the v
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -156,6 +157,12 @@ class ToolGroup:
         return [op for op in self.operations.values() if op.needs.allowed(settings)]
 
 
+@functools.cache
+def args_schema(args: type[Args]) -> dict[str, Any]:
+    """An operation's JSON schema, built once: both the tool's schema and its description read it."""
+    return args.model_json_schema()
+
+
 def discriminated(group: ToolGroup, operations: list[Operation]) -> TypeAdapter[Any]:
     """The validating type for a call: a union of the operations' models tagged by `operation`."""
     if group.single:
@@ -182,7 +189,7 @@ def input_schema(group: ToolGroup, operations: list[Operation]) -> dict[str, Any
         properties["operation"] = {"type": "string", "enum": [op.name for op in operations]}
         required.append("operation")
     for op in operations:
-        schema = op.args.model_json_schema()
+        schema = args_schema(op.args)
         defs.update(schema.get("$defs", {}))
         for name, prop in schema.get("properties", {}).items():
             properties[name] = _merge(properties[name], prop) if name in properties else prop
@@ -241,7 +248,7 @@ def _compact(node: Any) -> Any:
 
 def signature(op: Operation) -> str:
     """`(required, optional?)`: the argument list the description shows for an operation."""
-    schema = op.args.model_json_schema()
+    schema = args_schema(op.args)
     required = set(schema.get("required", []))
     return "(" + ", ".join(n if n in required else n + "?" for n in schema.get("properties", {})) + ")"
 
