@@ -125,7 +125,8 @@ class Settings:
 
 MAX_RETRIES_LIMIT = 10  # with the 60 s cap, ten retries already hold a call for several minutes
 
-ENV_VARS = (
+# Which project, and how to reach it: a policy's [projects.*] table names these (see policy.py).
+PROJECT_VARS = (
     "MIXPANEL_PROJECT_TOKEN",
     "MIXPANEL_PROJECT_ID",
     "MIXPANEL_SERVICE_ACCOUNT_USERNAME",
@@ -136,6 +137,10 @@ ENV_VARS = (
     "MIXPANEL_INGESTION_URL",
     "MIXPANEL_QUERY_URL",
     "MIXPANEL_EXPORT_URL",
+)
+
+ENV_VARS = (
+    *PROJECT_VARS,
     "MIXPANEL_MAX_RETRIES",
     "MIXPANEL_RETRY_BASE_DELAY",
     "MIXPANEL_TIMEOUT",

@@ -44,7 +44,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from mixpanel_mcp.config import ENV_VARS, ConfigError, Settings, load_settings
+from mixpanel_mcp.config import ENV_VARS, PROJECT_VARS, ConfigError, Settings, load_settings
 from mixpanel_mcp.tools import ALL_GROUPS
 from mixpanel_mcp.tools._base import Access
 
@@ -54,23 +54,8 @@ GROUPS: tuple[str, ...] = tuple(group.name for group in ALL_GROUPS)
 LOCAL_AGENT = "local"
 KEY_PREFIX = "mxp_"
 DEFAULT_MAX_IN_FLIGHT = 8
-# The settings that say which project and how to reach it. Every other setting (retries, time limits, rate
-# limits, cache) is about how to call Mixpanel: a policy project inherits it from the server's environment
-# unless it names its own.
-PROJECT_VARS = frozenset(
-    {
-        "MIXPANEL_PROJECT_TOKEN",
-        "MIXPANEL_PROJECT_ID",
-        "MIXPANEL_SERVICE_ACCOUNT_USERNAME",
-        "MIXPANEL_SERVICE_ACCOUNT_SECRET",
-        "MIXPANEL_API_SECRET",
-        "MIXPANEL_REGION",
-        "MIXPANEL_WORKSPACE_ID",
-        "MIXPANEL_INGESTION_URL",
-        "MIXPANEL_QUERY_URL",
-        "MIXPANEL_EXPORT_URL",
-    }
-)
+# Every setting beyond which project and how to reach it (retries, time limits, rate limits, cache) is about how
+# to call Mixpanel: a policy project inherits it from the server's environment unless it names its own.
 OPERATIONAL_VARS = tuple(name for name in ENV_VARS if name not in PROJECT_VARS)
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

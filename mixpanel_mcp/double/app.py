@@ -26,6 +26,16 @@ from mixpanel_mcp.double import events, export, funnels, lexicon, profiles, repo
 from mixpanel_mcp.double.state import DoubleState, RecordedRequest, decode_body
 
 
+async def read_body(receive: Receive) -> bytes:
+    """The whole body of an ASGI request."""
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
 class Recorder:
     """ASGI wrapper: record the request, inject a queued fault, else hand over to the routes."""
 
@@ -37,13 +47,7 @@ class Recorder:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        raw = b"".join(chunks)
+        raw = await read_body(receive)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         recorded = RecordedRequest(
             method=scope["method"],
