@@ -1,6 +1,7 @@
 """Every tool group, in the order tools are listed. This is the only list."""
 
 from mixpanel_mcp.tools import (
+    annotations,
     engage,
     events,
     export,
@@ -9,6 +10,7 @@ from mixpanel_mcp.tools import (
     insights,
     jql,
     lexicon,
+    lookup_tables,
     retention,
     segmentation,
     track,
@@ -27,4 +29,6 @@ ALL_GROUPS: list[ToolGroup] = [
     jql.group,
     export.group,
     lexicon.group,
+    annotations.group,
+    lookup_tables.group,
 ]
