@@ -92,6 +92,7 @@ ToDate = Annotated[Date, Field(description="yyyy-mm-dd, inclusive.", examples=["
 DistinctId = Annotated[
     str, Field(min_length=1, max_length=255, description="The user's distinct_id."), AfterValidator(_id)
 ]
+UserId = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_id)]  # DistinctId, described by its name
 EventName = Annotated[str, Field(min_length=1, max_length=255, description="Event name.")]
 EventNames = Annotated[list[EventName], BeforeValidator(json_list), Field(min_length=1, max_length=100)]
 Where = Annotated[

@@ -19,7 +19,7 @@ from mixpanel_mcp.tools._params import PathId, at_most, json_list, optional
 group = ToolGroup(
     name="lookup_tables",
     title="Lookup tables",
-    description="Lookup tables (e.g. SKU -> product): list, or replace one's whole content.",
+    description="Lookup tables (e.g. SKU -> product): list, or replace one's content.",
 )
 
 MAX_BYTES = 100 * 1024 * 1024  # Mixpanel refuses a table over 100 MB uncompressed
