@@ -204,10 +204,14 @@ def touched(tool: str, args: Any) -> dict[str, Any]:
         value = getattr(args, name, None)
         if value is not None:
             out[name] = str(value)
-    for name in ("funnel_id", "bookmark_id"):
+    for name in ("funnel_id", "bookmark_id", "annotation_id"):
         value = getattr(args, name, None)
         if isinstance(value, int):
             out[name] = value
+    for name in ("flag_id", "experiment_id", "table_id", "tracking_id"):  # ids of objects, never of people
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            out[name] = strip_controls(value)[:MAX_NAME_CHARS]
     if records is not None:
         out["records"] = records
     return out

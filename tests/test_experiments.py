@@ -27,10 +27,17 @@ async def test_the_whole_lifecycle_of_a_flag_experiment(double, workspace_env):
     double.flags = {"id-new-checkout": flag("new-checkout", RULESET, status="disabled")}
     variants = [{"key": "control"}, {"key": "treatment"}]
     async with stdio_client(workspace_env) as client:
-        created = await client.call_tool("experiments", {
-            "operation": "create", "name": "Checkout redesign", "description": "Does the new checkout sell more?",
-            "settings": {"feature_flag_id": "id-new-checkout"}, "variants": variants, "metrics": [{"event": "Purchased"}],
-        })
+        created = await client.call_tool(
+            "experiments",
+            {
+                "operation": "create",
+                "name": "Checkout redesign",
+                "description": "Does the new checkout sell more?",
+                "settings": {"feature_flag_id": "id-new-checkout"},
+                "variants": variants,
+                "metrics": [{"event": "Purchased"}],
+            },
+        )
         experiment_id = structured(created)["experiment"]["id"]
         one = {"operation": "", "experiment_id": experiment_id}
         early = await client.call_tool("experiments", {**one, "operation": "decide", "success": True})
@@ -46,10 +53,18 @@ async def test_the_whole_lifecycle_of_a_flag_experiment(double, workspace_env):
 
     requests = double.received()
     path = f"{BASE}/{experiment_id}"
-    assert_app(requests[0], "POST", BASE, {
-        "name": "Checkout redesign", "description": "Does the new checkout sell more?",
-        "settings": {"feature_flag_id": "id-new-checkout"}, "variants": variants, "metrics": [{"event": "Purchased"}],
-    })
+    assert_app(
+        requests[0],
+        "POST",
+        BASE,
+        {
+            "name": "Checkout redesign",
+            "description": "Does the new checkout sell more?",
+            "settings": {"feature_flag_id": "id-new-checkout"},
+            "variants": variants,
+            "metrics": [{"event": "Purchased"}],
+        },
+    )
     assert_app(requests[1], "PATCH", f"{path}/decide", {"success": True})
     assert_app(requests[2], "PUT", f"{path}/launch", {})
     assert_app(requests[3], "PUT", f"{path}/launch", {})
@@ -60,22 +75,37 @@ async def test_the_whole_lifecycle_of_a_flag_experiment(double, workspace_env):
     assert_app(requests[8], "GET", BASE)
 
     assert structured(created)["summary"] == {
-        "id": experiment_id, "name": "Checkout redesign", "status": "draft", "state": "draft",
-        "variants": ["control", "treatment"], "feature_flag": "new-checkout",
+        "id": experiment_id,
+        "name": "Checkout redesign",
+        "status": "draft",
+        "state": "draft",
+        "variants": ["control", "treatment"],
+        "feature_flag": "new-checkout",
     }
     assert "Cannot decide an experiment that is draft: it must be concluded" in error_text(early)
     assert structured(launched)["summary"]["state"] == "running" and structured(launched)["summary"]["start_date"]
     assert launched.content[0].text.startswith(f"Launched experiment 'Checkout redesign' ({experiment_id}): running, ")
     assert "Cannot launch an experiment that is active: it must be a draft" in error_text(again)
     assert structured(updated)["experiment"]["description"] == "Checkout v2"
-    assert structured(concluded)["summary"]["state"] == "concluded, not decided" and structured(concluded)["summary"]["end_date"]
+    assert (
+        structured(concluded)["summary"]["state"] == "concluded, not decided"
+        and structured(concluded)["summary"]["end_date"]
+    )
     summary = structured(decided)["summary"]
-    assert summary["state"] == "decided: success" and summary["decision"] == {"success": True, "variant": "treatment", "message": "B won"}
+    assert summary["state"] == "decided: success" and summary["decision"] == {
+        "success": True,
+        "variant": "treatment",
+        "message": "B won",
+    }
     assert structured(got)["experiment"]["status"] == "success"
     assert [e["name"] for e in structured(listed)["experiments"]] == ["Checkout redesign"]
     # The flag ran the experiment, then shipped the winning variant to everyone in its rollout.
     checkout = double.flags["id-new-checkout"]
-    assert checkout["experiment_id"] == experiment_id and checkout["status"] == "enabled" and checkout["is_experiment_active"] is False
+    assert (
+        checkout["experiment_id"] == experiment_id
+        and checkout["status"] == "enabled"
+        and checkout["is_experiment_active"] is False
+    )
     assert checkout["ruleset"]["rollout"][0]["variant_splits"] == {"control": 0.0, "treatment": 1.0}
 
 
@@ -88,7 +118,9 @@ async def test_conclude_needs_an_active_experiment_and_editing_a_decision_reopen
         await client.call_tool("experiments", {**one, "operation": "launch"})
         await client.call_tool("experiments", {**one, "operation": "conclude"})
         failed = await client.call_tool("experiments", {**one, "operation": "decide", "success": False})
-        reopened = await client.call_tool("experiments", {**one, "operation": "update", "metrics": [{"event": "Signed up"}]})
+        reopened = await client.call_tool(
+            "experiments", {**one, "operation": "update", "metrics": [{"event": "Signed up"}]}
+        )
     assert "Cannot conclude an experiment that is draft: it must be active" in error_text(draft_conclude)
     assert structured(failed)["summary"]["state"] == "decided: fail"
     assert structured(reopened)["summary"]["state"] == "concluded, not decided"

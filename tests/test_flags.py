@@ -1,6 +1,7 @@
 """flags: management in the workspace, evaluation on the ingestion host, over stdio; the double's deterministic
 assignment (10,000 users split within a few percent of the configured weights)."""
 
+import copy
 import json
 from collections import Counter
 
@@ -26,8 +27,16 @@ def flags_env(double_url):
 
 
 def flag(key: str, ruleset: dict, **extra) -> dict:
-    return {"id": f"id-{key}", "key": key, "name": key, "status": "enabled", "context": "distinct_id",
-            "hash_salt": "0" * 32, "ruleset": ruleset, **extra}
+    return {
+        "id": f"id-{key}",
+        "key": key,
+        "name": key,
+        "status": "enabled",
+        "context": "distinct_id",
+        "hash_salt": "0" * 32,
+        "ruleset": copy.deepcopy(ruleset),  # the double changes what it holds (e.g. a decision ships a variant)
+        **extra,
+    }
 
 
 def assert_managed(request, method: str, path: str) -> None:
@@ -44,15 +53,24 @@ async def test_create_list_get_roll_out_and_delete(double, flags_env):
         flag_id = structured(created)["flag"]["id"]
         listed = await client.call_tool("flags", {"operation": "list"})
         got = await client.call_tool("flags", {"operation": "get", "flag_id": flag_id})
-        twenty = {**RULESET, "rollout": [{"rollout_percentage": 0.2, "variant_splits": {"control": 0.5, "treatment": 0.5}}]}
-        rolled = await client.call_tool("flags", {"operation": "update", "flag_id": flag_id, "ruleset": twenty, "status": "enabled"})
+        twenty = {
+            **RULESET,
+            "rollout": [{"rollout_percentage": 0.2, "variant_splits": {"control": 0.5, "treatment": 0.5}}],
+        }
+        rolled = await client.call_tool(
+            "flags", {"operation": "update", "flag_id": flag_id, "ruleset": twenty, "status": "enabled"}
+        )
         deleted = await client.call_tool("flags", {"operation": "delete", "flag_id": flag_id})
         after = await client.call_tool("flags", {"operation": "list"})
 
     post, first_list, get, get_before_put, put, delete, second_list = double.received()
     assert_managed(post, "POST", BASE)
     assert post.json() == {
-        "name": "New checkout", "key": "new-checkout", "tags": [], "status": "disabled", "context": "distinct_id",
+        "name": "New checkout",
+        "key": "new-checkout",
+        "tags": [],
+        "status": "disabled",
+        "context": "distinct_id",
         "serving_method": "remote_or_local",
         "ruleset": {
             "variants": [{**v, "is_sticky": False} for v in RULESET["variants"]],
@@ -74,8 +92,13 @@ async def test_create_list_get_roll_out_and_delete(double, flags_env):
     )
     summary = structured(listed)["flags"][0]
     assert summary == {
-        "id": flag_id, "key": "new-checkout", "name": "New checkout", "status": "disabled", "context": "distinct_id",
-        "variants": "control 50% (control), treatment 50%", "rollout": "everyone: 100% (control 50%, treatment 50%)",
+        "id": flag_id,
+        "key": "new-checkout",
+        "name": "New checkout",
+        "status": "disabled",
+        "context": "distinct_id",
+        "variants": "control 50% (control), treatment 50%",
+        "rollout": "everyone: 100% (control 50%, treatment 50%)",
     }
     assert structured(got)["flag"]["content_type"] == "feature-flags"
     assert structured(rolled)["summary"]["rollout"] == "everyone: 20% (control 50%, treatment 50%)"
@@ -89,21 +112,36 @@ async def test_create_list_get_roll_out_and_delete(double, flags_env):
 async def test_evaluate_and_definitions_on_the_ingestion_host(double, flags_env):
     double.flags = {
         "id-a": flag("new-checkout", RULESET, experiment_id="exp-1", is_experiment_active=True),
-        "id-b": flag("dark-mode", {**RULESET, "rollout": [{"rollout_percentage": 1.0, "variant_splits": {"treatment": 1.0},
-                                                             "runtime_evaluation_definition": {"platform": "web"}}]}),
+        "id-b": flag(
+            "dark-mode",
+            {
+                **RULESET,
+                "rollout": [
+                    {
+                        "rollout_percentage": 1.0,
+                        "variant_splits": {"treatment": 1.0},
+                        "runtime_evaluation_definition": {"platform": "web"},
+                    }
+                ],
+            },
+        ),
         "id-c": flag("off-flag", RULESET, status="disabled"),
     }
     async with stdio_client(flags_env) as client:
         evaluated = await client.call_tool(
             "flags", {"operation": "evaluate", "distinct_id": "user-42", "custom_properties": {"platform": "Web"}}
         )
-        nothing = await client.call_tool("flags", {"operation": "evaluate", "distinct_id": "user-42", "device_id": "d-1"})
+        nothing = await client.call_tool(
+            "flags", {"operation": "evaluate", "distinct_id": "user-42", "device_id": "d-1"}
+        )
         definitions = await client.call_tool("flags", {"operation": "definitions"})
     first, second, third = double.received()
     assert (first.method, first.path) == ("GET", "/flags")
     assert first.query == {
         "project_id": str(PROJECT_ID),
-        "context": json.dumps({"distinct_id": "user-42", "custom_properties": {"platform": "Web"}}, separators=(",", ":")),
+        "context": json.dumps(
+            {"distinct_id": "user-42", "custom_properties": {"platform": "Web"}}, separators=(",", ":")
+        ),
     }
     assert first.basic_auth == (SA_USER, SA_SECRET)
     assert json.loads(second.query["context"]) == {"distinct_id": "user-42", "device_id": "d-1"}
@@ -115,17 +153,28 @@ async def test_evaluate_and_definitions_on_the_ingestion_host(double, flags_env)
         "new-checkout": {**expected, "experiment_id": "exp-1", "is_experiment_active": True},
         "dark-mode": {"variant_key": "treatment", "variant_value": True},
     }
-    assert evaluated.content[0].text.startswith(f"User 'user-42' gets 2 flag(s): new-checkout = {expected['variant_key']}; dark-mode = treatment.")
+    assert evaluated.content[0].text.startswith(
+        f"User 'user-42' gets 2 flag(s): new-checkout = {expected['variant_key']}; dark-mode = treatment."
+    )
     assert set(structured(nothing)["flags"]) == {"new-checkout"}  # dark-mode targets platform = web only
     data = structured(definitions)
     assert [f["key"] for f in data["flags"]] == ["new-checkout", "dark-mode"]
-    assert data["flags"][0]["experiment_id"] == "exp-1" and data["summaries"][1]["rollout"] == "platform = web: 100% (treatment 100%)"
+    assert (
+        data["flags"][0]["experiment_id"] == "exp-1"
+        and data["summaries"][1]["rollout"] == "platform = web: 100% (treatment 100%)"
+    )
 
 
 @pytest.mark.asyncio
-async def test_without_a_workspace_only_evaluation_is_listed_and_bad_rulesets_are_refused(double, double_url, flags_env):
-    secret_only = server_env(double_url, MIXPANEL_SERVICE_ACCOUNT_USERNAME=None, MIXPANEL_SERVICE_ACCOUNT_SECRET=None,
-                             MIXPANEL_API_SECRET=API_SECRET)
+async def test_without_a_workspace_only_evaluation_is_listed_and_bad_rulesets_are_refused(
+    double, double_url, flags_env
+):
+    secret_only = server_env(
+        double_url,
+        MIXPANEL_SERVICE_ACCOUNT_USERNAME=None,
+        MIXPANEL_SERVICE_ACCOUNT_SECRET=None,
+        MIXPANEL_API_SECRET=API_SECRET,
+    )
     async with stdio_client(secret_only) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         evaluated = await client.call_tool("flags", {"operation": "evaluate", "distinct_id": "user-1"})
@@ -155,23 +204,34 @@ USERS = [f"user-{n}" for n in range(10_000)]
 
 
 def test_assignment_is_deterministic_and_splits_10000_users_within_two_points_of_the_weights():
-    three = flag("pricing", {
-        "variants": [
-            {"key": "a", "value": "A", "is_control": True, "split": 0.5},
-            {"key": "b", "value": "B", "is_control": False, "split": 0.3},
-            {"key": "c", "value": "C", "is_control": False, "split": 0.2},
-        ],
-        "rollout": [{"rollout_percentage": 1.0, "variant_splits": {"a": 0.5, "b": 0.3, "c": 0.2}}],
-    })
+    three = flag(
+        "pricing",
+        {
+            "variants": [
+                {"key": "a", "value": "A", "is_control": True, "split": 0.5},
+                {"key": "b", "value": "B", "is_control": False, "split": 0.3},
+                {"key": "c", "value": "C", "is_control": False, "split": 0.2},
+            ],
+            "rollout": [{"rollout_percentage": 1.0, "variant_splits": {"a": 0.5, "b": 0.3, "c": 0.2}}],
+        },
+    )
     counts = Counter(assign(three, {"distinct_id": user})["variant_key"] for user in USERS)
     for key, weight in (("a", 0.5), ("b", 0.3), ("c", 0.2)):
         assert abs(counts[key] / len(USERS) - weight) < 0.02, counts
-    assert [assign(three, {"distinct_id": u}) for u in USERS[:50]] == [assign(three, {"distinct_id": u}) for u in USERS[:50]]
+    assert [assign(three, {"distinct_id": u}) for u in USERS[:50]] == [
+        assign(three, {"distinct_id": u}) for u in USERS[:50]
+    ]
 
 
 def test_rollout_percentage_includes_a_stable_share_and_raising_it_keeps_everyone_in():
     def at(percentage: float) -> dict:
-        return flag("gate", {**RULESET, "rollout": [{"rollout_percentage": percentage, "variant_splits": {"control": 0.5, "treatment": 0.5}}]})
+        return flag(
+            "gate",
+            {
+                **RULESET,
+                "rollout": [{"rollout_percentage": percentage, "variant_splits": {"control": 0.5, "treatment": 0.5}}],
+            },
+        )
 
     twenty = {u for u in USERS if assign(at(0.2), {"distinct_id": u}) is not None}
     fifty = {u for u in USERS if assign(at(0.5), {"distinct_id": u}) is not None}
@@ -183,14 +243,33 @@ def test_rollout_percentage_includes_a_stable_share_and_raising_it_keeps_everyon
 
 def test_qa_testers_device_assignment_and_runtime_rules():
     tested = flag("qa", {**RULESET, "rollout": [], "test": {"users": {"qa-1": "treatment"}}})
-    assert assign(tested, {"distinct_id": "qa-1"}) == {"variant_key": "treatment", "variant_value": True, "is_qa_tester": True}
+    assert assign(tested, {"distinct_id": "qa-1"}) == {
+        "variant_key": "treatment",
+        "variant_value": True,
+        "is_qa_tester": True,
+    }
     assert assign(tested, {"distinct_id": "someone"}) is None
     by_device = flag("device", RULESET, context="device_id")
     assert assign(by_device, {"distinct_id": "u"}) is None  # no device_id: this flag cannot be assigned
-    assert assign(by_device, {"distinct_id": "u1", "device_id": "d"}) == assign(by_device, {"distinct_id": "u2", "device_id": "d"})
+    assert assign(by_device, {"distinct_id": "u1", "device_id": "d"}) == assign(
+        by_device, {"distinct_id": "u2", "device_id": "d"}
+    )
     rule = {"and": [{"==": [{"var": "country"}, "us"]}, {"in": [{"var": "plan"}, ["pro", "team"]]}]}
-    ruled = flag("rule", {**RULESET, "rollout": [{"rollout_percentage": 1.0, "variant_splits": {"treatment": 1.0}, "runtime_evaluation_rule": rule}]})
-    assert assign(ruled, {"distinct_id": "u", "custom_properties": {"country": "US", "plan": "pro"}})["variant_key"] == "treatment"
+    ruled = flag(
+        "rule",
+        {
+            **RULESET,
+            "rollout": [
+                {"rollout_percentage": 1.0, "variant_splits": {"treatment": 1.0}, "runtime_evaluation_rule": rule}
+            ],
+        },
+    )
+    assert (
+        assign(ruled, {"distinct_id": "u", "custom_properties": {"country": "US", "plan": "pro"}})["variant_key"]
+        == "treatment"
+    )
     assert assign(ruled, {"distinct_id": "u", "custom_properties": {"country": "US", "plan": "free"}}) is None
-    cohort = flag("cohort", {**RULESET, "rollout": [{"rollout_percentage": 1.0, "variant_splits": {}, "cohort_hash": "abc"}]})
+    cohort = flag(
+        "cohort", {**RULESET, "rollout": [{"rollout_percentage": 1.0, "variant_splits": {}, "cohort_hash": "abc"}]}
+    )
     assert assign(cohort, {"distinct_id": "u"}) is None

@@ -30,17 +30,28 @@ def assert_gdpr_request(request, method: str, path: str) -> None:
 async def test_retrieve_and_follow_it_to_success(double, gdpr_env):
     async with stdio(gdpr_env, "--policy", str(NO_CONFIRM)) as client:
         started = await client.call_tool(
-            "gdpr", {"operation": "retrieve", "distinct_ids": ["u-1", "u-2", "u-1"], "compliance_type": "CCPA", "disclosure_type": "Data"}
+            "gdpr",
+            {
+                "operation": "retrieve",
+                "distinct_ids": ["u-1", "u-2", "u-1"],
+                "compliance_type": "CCPA",
+                "disclosure_type": "Data",
+            },
         )
         tracking_id = structured(started)["tracking_id"]
-        checks = [await client.call_tool("gdpr", {"operation": "retrieval_status", "tracking_id": tracking_id}) for _ in range(3)]
+        checks = [
+            await client.call_tool("gdpr", {"operation": "retrieval_status", "tracking_id": tracking_id})
+            for _ in range(3)
+        ]
     requests = double.received()
     assert_gdpr_request(requests[0], "POST", RETRIEVALS)
     assert requests[0].json() == {"distinct_ids": ["u-1", "u-2"], "compliance_type": "CCPA", "disclosure_type": "Data"}
     for request in requests[1:]:
         assert_gdpr_request(request, "GET", f"{RETRIEVALS}/{tracking_id}")
     assert structured(started) == {"tracking_id": tracking_id, "users": 2, "compliance_type": "CCPA"}
-    assert started.content[0].text.startswith(f"Mixpanel started a CCPA data retrieval for 2 user(s): tracking_id {tracking_id}.")
+    assert started.content[0].text.startswith(
+        f"Mixpanel started a CCPA data retrieval for 2 user(s): tracking_id {tracking_id}."
+    )
     assert [structured(c)["status"] for c in checks] == ["STAGING", "STARTED", "SUCCESS"]
     assert structured(checks[-1])["export_url"].endswith(f"/{tracking_id}.zip")
 
@@ -53,7 +64,10 @@ async def test_deletion_is_confirmed_with_the_ids_audited_by_count_and_deletes_t
     async with stdio(gdpr_env, "--audit-log", str(audit), elicitation_callback=person) as client:
         deleted = await client.call_tool("gdpr", {"operation": "delete_data", "distinct_ids": ["u-1", "u-2"]})
         tracking_id = structured(deleted)["tracking_id"]
-        statuses = [await client.call_tool("gdpr", {"operation": "deletion_status", "tracking_id": tracking_id}) for _ in range(3)]
+        statuses = [
+            await client.call_tool("gdpr", {"operation": "deletion_status", "tracking_id": tracking_id})
+            for _ in range(3)
+        ]
         too_late = await client.call_tool("gdpr", {"operation": "cancel_deletion", "tracking_id": tracking_id})
 
     (question,) = person.questions
@@ -72,13 +86,17 @@ async def test_deletion_is_confirmed_with_the_ids_audited_by_count_and_deletes_t
 
     record = [r for r in audit_records(audit) if r["operation"] == "delete_data"][-1]  # after the question's record
     assert record["touched"] == {"records": 2} and record["access"] == "destructive"
-    assert record["sentence"].startswith("agent local requested a GDPR data deletion for 2 user(s) on project 1234: allowed, ok")
+    assert record["sentence"].startswith(
+        "agent local requested a GDPR data deletion for 2 user(s) on project 1234: allowed, ok"
+    )
     assert "u-1" not in json.dumps(audit_records(audit))
 
 
 async def test_cancel_while_pending(double, gdpr_env):
     async with stdio(gdpr_env, "--policy", str(NO_CONFIRM)) as client:
-        deleted = await client.call_tool("gdpr", {"operation": "delete_data", "distinct_ids": ["u-9"], "compliance_type": "CCPA"})
+        deleted = await client.call_tool(
+            "gdpr", {"operation": "delete_data", "distinct_ids": ["u-9"], "compliance_type": "CCPA"}
+        )
         tracking_id = structured(deleted)["tracking_id"]
         cancelled = await client.call_tool("gdpr", {"operation": "cancel_deletion", "tracking_id": tracking_id})
         status = await client.call_tool("gdpr", {"operation": "deletion_status", "tracking_id": tracking_id})
@@ -90,8 +108,12 @@ async def test_cancel_while_pending(double, gdpr_env):
 
 async def test_bad_input_and_missing_credentials(double, double_url, gdpr_env):
     async with stdio(gdpr_env, "--policy", str(NO_CONFIRM)) as client:
-        too_many = await client.call_tool("gdpr", {"operation": "delete_data", "distinct_ids": [f"u-{i}" for i in range(2000)]})
-        disclosure = await client.call_tool("gdpr", {"operation": "retrieve", "distinct_ids": ["u-1"], "disclosure_type": "Data"})
+        too_many = await client.call_tool(
+            "gdpr", {"operation": "delete_data", "distinct_ids": [f"u-{i}" for i in range(2000)]}
+        )
+        disclosure = await client.call_tool(
+            "gdpr", {"operation": "retrieve", "distinct_ids": ["u-1"], "disclosure_type": "Data"}
+        )
         path = await client.call_tool("gdpr", {"operation": "deletion_status", "tracking_id": "../data-retrievals"})
     assert "at most 1999 items, not 2000" in error_text(too_many)
     assert "disclosure_type applies to CCPA only" in error_text(disclosure)

@@ -2,7 +2,17 @@
 
 import pytest
 
-from tests.conftest import API_SECRET, PROJECT_ID, SA_SECRET, SA_USER, error_text, refused, server_env, stdio_client, structured
+from tests.conftest import (
+    API_SECRET,
+    PROJECT_ID,
+    SA_SECRET,
+    SA_USER,
+    error_text,
+    refused,
+    server_env,
+    stdio_client,
+    structured,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -29,7 +39,11 @@ async def test_list_and_replace_inline(double, env):
     first, second = double.received()
     assert (first.method, first.path, first.query) == ("GET", "/lookup-tables", {"project_id": str(PROJECT_ID)})
     assert first.basic_auth == (SA_USER, SA_SECRET)
-    assert (second.method, second.path, second.query) == ("PUT", f"/lookup-tables/{PLANS}", {"project_id": str(PROJECT_ID)})
+    assert (second.method, second.path, second.query) == (
+        "PUT",
+        f"/lookup-tables/{PLANS}",
+        {"project_id": str(PROJECT_ID)},
+    )
     assert second.headers["content-type"] == "text/csv"
     assert second.body.decode() == (
         "plan,price,annual,features,note\n"
@@ -47,11 +61,17 @@ async def test_replace_from_a_file_with_the_legacy_secret(double, double_url, tm
     seed(double)
     table = tmp_path / "skus.csv"
     table.write_text("sku,name\nA1,Board\nB2,Marker\n")
-    env = server_env(double_url, MIXPANEL_SERVICE_ACCOUNT_USERNAME=None, MIXPANEL_SERVICE_ACCOUNT_SECRET=None,
-                     MIXPANEL_API_SECRET=API_SECRET)
+    env = server_env(
+        double_url,
+        MIXPANEL_SERVICE_ACCOUNT_USERNAME=None,
+        MIXPANEL_SERVICE_ACCOUNT_SECRET=None,
+        MIXPANEL_API_SECRET=API_SECRET,
+    )
     async with stdio_client(env) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-        replaced = await client.call_tool("lookup_tables", {"operation": "replace", "table_id": SKUS, "file": str(table)})
+        replaced = await client.call_tool(
+            "lookup_tables", {"operation": "replace", "table_id": SKUS, "file": str(table)}
+        )
     # Listing needs a service account; replacing also takes the legacy secret.
     assert tools["lookup_tables"].input_schema["properties"]["operation"]["enum"] == ["replace"]
     (request,) = double.received()
@@ -67,8 +87,12 @@ async def test_rows_breaking_mixpanels_rules_are_not_sent(double, env, tmp_path)
     bad.write_text("sku,name\nA1,Board\nA1,Again\n,Blank\nC3\n")
     async with stdio_client(env) as client:
         result = await client.call_tool("lookup_tables", {"operation": "replace", "table_id": SKUS, "file": str(bad)})
-        both = await client.call_tool("lookup_tables", {"operation": "replace", "table_id": SKUS, "rows": [{"a": 1}], "file": str(bad)})
-        escape = await client.call_tool("lookup_tables", {"operation": "replace", "table_id": "../x", "rows": [{"a": 1}]})
+        both = await client.call_tool(
+            "lookup_tables", {"operation": "replace", "table_id": SKUS, "rows": [{"a": 1}], "file": str(bad)}
+        )
+        escape = await client.call_tool(
+            "lookup_tables", {"operation": "replace", "table_id": "../x", "rows": [{"a": 1}]}
+        )
     assert refused(result)["failed_records"] == [
         {"index": 2, "message": "invalid row: row indexes 1 and 2 have the same primary key"},
         {"index": 3, "message": "primary key is required and cannot be blank"},
@@ -81,11 +105,23 @@ async def test_rows_breaking_mixpanels_rules_are_not_sent(double, env, tmp_path)
 
 async def test_mixpanels_own_refusal_and_unknown_table(double, env):
     seed(double)
-    double.fail("/lookup-tables/", 400, body={"code": 400, "error": "Some data points in the request failed validation.",
-                                              "status": "Bad Request", "failed_records": [{"index": 1, "message": "bad date"}]})
+    double.fail(
+        "/lookup-tables/",
+        400,
+        body={
+            "code": 400,
+            "error": "Some data points in the request failed validation.",
+            "status": "Bad Request",
+            "failed_records": [{"index": 1, "message": "bad date"}],
+        },
+    )
     async with stdio_client(env) as client:
-        refusal = await client.call_tool("lookup_tables", {"operation": "replace", "table_id": PLANS, "rows": [{"plan": "x"}]})
-        missing = await client.call_tool("lookup_tables", {"operation": "replace", "table_id": "nope", "rows": [{"plan": "x"}]})
+        refusal = await client.call_tool(
+            "lookup_tables", {"operation": "replace", "table_id": PLANS, "rows": [{"plan": "x"}]}
+        )
+        missing = await client.call_tool(
+            "lookup_tables", {"operation": "replace", "table_id": "nope", "rows": [{"plan": "x"}]}
+        )
     assert refused(refusal)["failed_records"] == [{"index": 1, "message": "bad date"}]
     assert "kept the old one" in refusal.content[0].text
     assert "Lookup table with id 'nope' was not found." in error_text(missing)

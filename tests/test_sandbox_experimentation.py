@@ -13,6 +13,7 @@ from mixpanel_mcp.sandbox import open_sandbox
 from tests.conftest import structured
 from tests.test_sandbox import sandbox_client, stored_events, stored_rows
 
+
 @pytest.mark.asyncio
 async def test_seeded_experimentation_agrees_with_the_events_and_changes_are_kept(tmp_path):
     folder = tmp_path / "sandbox"
@@ -29,17 +30,28 @@ async def test_seeded_experimentation_agrees_with_the_events_and_changes_are_kep
             for user in users
         }
         table_id = tables["tables"][0]["id"]
-        await client.call_tool("lookup_tables", {"operation": "replace", "table_id": table_id,
-                                                 "rows": [{"plan": "free", "monthly_price_usd": 0}]})
-        await client.call_tool("annotations", {"operation": "create", "date": "2026-01-05", "description": "Launch week"})
+        await client.call_tool(
+            "lookup_tables",
+            {"operation": "replace", "table_id": table_id, "rows": [{"plan": "free", "monthly_price_usd": 0}]},
+        )
+        await client.call_tool(
+            "annotations", {"operation": "create", "date": "2026-01-05", "description": "Launch week"}
+        )
 
     assert {"annotations", "flags", "experiments", "lookup_tables", "gdpr"} <= set(names)
     by_key = {f["key"]: f for f in flags["flags"]}
     assert by_key["dark-mode"]["rollout"] == "everyone: 20% (off 0%, on 100%)"
     assert by_key["new-checkout"]["is_experiment_active"] is True
     (experiment,) = experiments["experiments"]
-    assert (experiment["name"], experiment["state"], experiment["feature_flag"]) == ("Checkout redesign", "running", "new-checkout")
-    assert [a["description"] for a in annotations["annotations"]][1:] == ["Release 2.4: board templates", "Outage: checkout down 40 min (payment provider)"]
+    assert (experiment["name"], experiment["state"], experiment["feature_flag"]) == (
+        "Checkout redesign",
+        "running",
+        "new-checkout",
+    )
+    assert [a["description"] for a in annotations["annotations"]][1:] == [
+        "Release 2.4: board templates",
+        "Outage: checkout down 40 min (payment provider)",
+    ]
     assert [t["name"] for t in tables["tables"]] == ["Plans"]
     # Exposure events carry exactly the variant the flag's evaluation gives each user.
     assert len(exposures) > 50 and set(Counter(users.values())) <= {"control", "treatment"}

@@ -32,7 +32,9 @@ def workspace_id(client: MixpanelClient) -> int:
     return workspace
 
 
-async def call(client: MixpanelClient, api: Api, method: str, path: str, *, idempotent: bool = True, **kwargs: Any) -> Any:
+async def call(
+    client: MixpanelClient, api: Api, method: str, path: str, *, idempotent: bool = True, **kwargs: Any
+) -> Any:
     """Send one request; Mixpanel's JSON answer (or its text; "" for an empty 204)."""
     response = await client.request(api, method, path, idempotent=idempotent, **kwargs)
     return raise_for_body_status(response, api, path, client.settings.secrets())

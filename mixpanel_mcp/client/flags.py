@@ -16,8 +16,20 @@ from mixpanel_mcp.client.http import MixpanelClient
 
 # The fields of Mixpanel's FeatureFlagRequest: a PUT carries exactly these.
 REQUEST_FIELDS = (
-    "name", "key", "description", "tags", "experiment_id", "status", "context", "data_group_id", "serving_method",
-    "ruleset", "workspace_id", "is_experiment_active", "hash_salt", "reset_hash_salt",
+    "name",
+    "key",
+    "description",
+    "tags",
+    "experiment_id",
+    "status",
+    "context",
+    "data_group_id",
+    "serving_method",
+    "ruleset",
+    "workspace_id",
+    "is_experiment_active",
+    "hash_salt",
+    "reset_hash_salt",
 )
 
 
@@ -53,7 +65,7 @@ async def delete_flag(client: MixpanelClient, flag_id: str) -> Any:
 async def evaluate(
     client: MixpanelClient, distinct_id: str, device_id: str | None, custom_properties: dict[str, Any] | None
 ) -> Any:
-    """GET /flags?context=<JSON>: {"flags": {flag key: {variant_key, variant_value, ...}}} for the flags the user gets."""
+    """GET /flags?context=<JSON>: {"flags": {key: {variant_key, variant_value, ...}}}, the flags the user gets."""
     context: dict[str, Any] = {"distinct_id": distinct_id}
     if device_id is not None:
         context["device_id"] = device_id

@@ -50,7 +50,9 @@ def routes(state: DoubleState) -> list[Route]:
         return endpoint
 
     def shown(entry: dict[str, Any]) -> dict[str, Any]:
-        tags = [{"id": t, "name": state.annotation_tags[t]["name"]} for t in entry["tags"] if t in state.annotation_tags]
+        tags = [
+            {"id": t, "name": state.annotation_tags[t]["name"]} for t in entry["tags"] if t in state.annotation_tags
+        ]
         return {**{k: v for k, v in entry.items() if k != "tags"}, "tags": tags}
 
     def find(annotation_id: str | None) -> dict[str, Any] | None:
@@ -74,8 +76,10 @@ def routes(state: DoubleState) -> list[Route]:
             bounds.append(day)
         first, last = bounds
         entries = [
-            shown(e) for e in sorted(state.annotations.values(), key=lambda e: (e["date"], e["id"]))
-            if (first is None or e["date"][:10] >= first.isoformat()) and (last is None or e["date"][:10] <= last.isoformat())
+            shown(e)
+            for e in sorted(state.annotations.values(), key=lambda e: (e["date"], e["id"]))
+            if (first is None or e["date"][:10] >= first.isoformat())
+            and (last is None or e["date"][:10] <= last.isoformat())
         ]
         return JSONResponse({"status": "ok", "results": entries})
 
@@ -95,7 +99,13 @@ def routes(state: DoubleState) -> list[Route]:
         if (problem := tag_problem(body.get("tags"))) is not None:
             return error(400, problem)
         new_id = max(state.annotations, default=0) + 1
-        entry = {"id": new_id, "date": date, "description": description, "user": CREATOR, "tags": list(body.get("tags") or [])}
+        entry = {
+            "id": new_id,
+            "date": date,
+            "description": description,
+            "user": CREATOR,
+            "tags": list(body.get("tags") or []),
+        }
         state.annotations[new_id] = entry
         return JSONResponse({"status": "ok", "results": shown(entry)}, 201)
 

@@ -76,7 +76,9 @@ def routes(state: DoubleState) -> list[Route]:
     def shown(experiment: dict[str, Any]) -> dict[str, Any]:
         flag = flag_of(experiment)
         public = {k: v for k, v in experiment.items() if not k.startswith("_")}
-        public["feature_flag"] = None if flag is None else {k: flag.get(k) for k in ("id", "key", "name", "status", "ruleset")}
+        public["feature_flag"] = (
+            None if flag is None else {k: flag.get(k) for k in ("id", "key", "name", "status", "ruleset")}
+        )
         return public
 
     def one(experiment: dict[str, Any], status: int = 200) -> JSONResponse:
@@ -100,10 +102,14 @@ def routes(state: DoubleState) -> list[Route]:
         return problem(404, "not_found", f"Experiment {experiment_id} not found")
 
     def wrong_state(action: str, experiment: dict[str, Any], needed: str) -> JSONResponse:
-        return problem(400, "invalid_state", f"Cannot {action} an experiment that is {experiment['status']}: it must be {needed}")
+        return problem(
+            400, "invalid_state", f"Cannot {action} an experiment that is {experiment['status']}: it must be {needed}"
+        )
 
     def list_(recorded: RecordedRequest, _: str | None) -> Response:
-        return JSONResponse({"status": "ok", "results": [shown(e) for e in state.experiments.values() if not e.get("_archived")]})
+        return JSONResponse(
+            {"status": "ok", "results": [shown(e) for e in state.experiments.values() if not e.get("_archived")]}
+        )
 
     def create(recorded: RecordedRequest, _: str | None) -> Response:
         body, refused = body_of(recorded, CREATE_FIELDS)
@@ -113,13 +119,29 @@ def routes(state: DoubleState) -> list[Route]:
             return problem(400, "validation_error", "name is required")
         stamp = now()
         experiment = {
-            "id": str(uuid.uuid4()), "name": body["name"], "content_type": "experiments",
-            "description": body.get("description"), "hypothesis": body.get("hypothesis"),
-            "created": stamp, "modified": stamp, "creator_id": 1, "creator_name": "Service Account",
-            "creator_email": "service-account@mixpanel.local", "deleted": None, "is_favorited": False, "pinned_date": None,
-            "tags": [], "status": "draft", "variants": body.get("variants") or [], "metrics": body.get("metrics") or [],
-            "settings": body.get("settings") or {}, "exposures_cache": {}, "results_cache": {},
-            "start_date": None, "end_date": None, "_archived": False,
+            "id": str(uuid.uuid4()),
+            "name": body["name"],
+            "content_type": "experiments",
+            "description": body.get("description"),
+            "hypothesis": body.get("hypothesis"),
+            "created": stamp,
+            "modified": stamp,
+            "creator_id": 1,
+            "creator_name": "Service Account",
+            "creator_email": "service-account@mixpanel.local",
+            "deleted": None,
+            "is_favorited": False,
+            "pinned_date": None,
+            "tags": [],
+            "status": "draft",
+            "variants": body.get("variants") or [],
+            "metrics": body.get("metrics") or [],
+            "settings": body.get("settings") or {},
+            "exposures_cache": {},
+            "results_cache": {},
+            "start_date": None,
+            "end_date": None,
+            "_archived": False,
         }
         state.experiments[experiment["id"]] = experiment
         flag = flag_of(experiment)
@@ -198,13 +220,19 @@ def routes(state: DoubleState) -> list[Route]:
         if flag is not None:
             keys += [v.get("key") for v in (flag.get("ruleset") or {}).get("variants") or []]
         if variant is not None and keys and variant not in keys:
-            return problem(400, "validation_error", f"variant {variant!r} is not one of the experiment's: {', '.join(map(str, keys))}")
+            return problem(
+                400,
+                "validation_error",
+                f"variant {variant!r} is not one of the experiment's: {', '.join(map(str, keys))}",
+            )
         decision = {k: body[k] for k in ("success", "variant", "message") if k in body}
         experiment.update(status="success" if body["success"] else "fail", modified=now())
         experiment["settings"] = {**experiment["settings"], "decision": decision}
         if flag is not None and body["success"] and variant is not None:
             for rollout in (flag.get("ruleset") or {}).get("rollout") or []:  # ship the variant to everyone in the flag
-                rollout["variant_splits"] = {key: 1.0 if key == variant else 0.0 for key in rollout.get("variant_splits") or {variant: 1.0}}
+                rollout["variant_splits"] = {
+                    key: 1.0 if key == variant else 0.0 for key in rollout.get("variant_splits") or {variant: 1.0}
+                }
         return one(experiment)
 
     def archive(recorded: RecordedRequest, experiment_id: str | None) -> Response:

@@ -30,8 +30,20 @@ from mixpanel_mcp.double.state import DoubleState, RecordedRequest
 
 BASE = "/api/app/projects/{project_id}/workspaces/{workspace_id}/feature-flags"
 REQUEST_FIELDS = {
-    "name", "key", "description", "tags", "experiment_id", "status", "context", "data_group_id", "serving_method",
-    "ruleset", "workspace_id", "is_experiment_active", "hash_salt", "reset_hash_salt",
+    "name",
+    "key",
+    "description",
+    "tags",
+    "experiment_id",
+    "status",
+    "context",
+    "data_group_id",
+    "serving_method",
+    "ruleset",
+    "workspace_id",
+    "is_experiment_active",
+    "hash_salt",
+    "reset_hash_salt",
 }
 REQUIRED = ("name", "key", "tags", "context", "serving_method", "ruleset")
 STATUSES = ("enabled", "disabled", "archived")
@@ -40,8 +52,15 @@ CREATOR = {"creator_id": 1, "creator_name": "Service Account", "creator_email": 
 RULE_KEYS = {"variants", "rollout", "test"}
 VARIANT_KEYS = {"key", "value", "description", "is_control", "split", "is_sticky"}
 ROLLOUT_KEYS = {
-    "name", "cohort_definition", "runtime_evaluation_definition", "runtime_evaluation_rule", "runtime_event_rule",
-    "cohort_hash", "rollout_percentage", "variant_override", "variant_splits",
+    "name",
+    "cohort_definition",
+    "runtime_evaluation_definition",
+    "runtime_evaluation_rule",
+    "runtime_event_rule",
+    "cohort_hash",
+    "rollout_percentage",
+    "variant_override",
+    "variant_splits",
 }
 
 
@@ -82,9 +101,10 @@ def _pick(weights: list[tuple[str, float]], at: float) -> str | None:
 
 def rule_holds(rule: Any, values: dict[str, Any]) -> bool:
     """A small JsonLogic: var, ==, !=, in, and, or, !, <, <=, >, >=."""
+
     def value(node: Any) -> Any:
         if isinstance(node, dict) and len(node) == 1:
-            (op, arg), = node.items()
+            ((op, arg),) = node.items()
             if op == "var":
                 name = arg[0] if isinstance(arg, list) else arg
                 found = values.get(str(name))
@@ -94,7 +114,7 @@ def rule_holds(rule: Any, values: dict[str, Any]) -> bool:
 
     if not isinstance(rule, dict) or len(rule) != 1:
         return bool(rule)
-    (op, args), = rule.items()
+    ((op, args),) = rule.items()
     args = args if isinstance(args, list) else [args]
     if op == "and":
         return all(rule_holds(a, values) for a in args)
@@ -105,9 +125,13 @@ def rule_holds(rule: Any, values: dict[str, Any]) -> bool:
     left, right = (value(a) for a in (args + [None, None])[:2])
     try:
         return {
-            "==": lambda: left == right, "!=": lambda: left != right,
+            "==": lambda: left == right,
+            "!=": lambda: left != right,
             "in": lambda: left in right if isinstance(right, (list, str)) else False,
-            "<": lambda: left < right, "<=": lambda: left <= right, ">": lambda: left > right, ">=": lambda: left >= right,
+            "<": lambda: left < right,
+            "<=": lambda: left <= right,
+            ">": lambda: left > right,
+            ">=": lambda: left >= right,
         }[op]()
     except (KeyError, TypeError):
         return False
@@ -148,8 +172,12 @@ def assign(flag: dict[str, Any], context: dict[str, Any]) -> dict[str, Any] | No
                 continue
             override = (rollout.get("variant_override") or {}).get("key")
             splits = rollout.get("variant_splits") or {k: v.get("split", 0) for k, v in variants.items()}
-            chosen = override if override in variants else _pick(
-                [(k, _fraction_of(splits.get(k, 0))) for k in variants], fraction(f"{key_value}{flag['key']}{salt}")
+            chosen = (
+                override
+                if override in variants
+                else _pick(
+                    [(k, _fraction_of(splits.get(k, 0))) for k in variants], fraction(f"{key_value}{flag['key']}{salt}")
+                )
             )
             break
     if chosen is None:
@@ -174,7 +202,11 @@ def ruleset_problem(ruleset: Any) -> str | None:
         return "ruleset.variants must be a list of at most 11 variants, and ruleset.rollout a list"
     keys = []
     for variant in variants:
-        if not isinstance(variant, dict) or set(variant) - VARIANT_KEYS or not {"key", "value", "is_control", "split"} <= set(variant):
+        if (
+            not isinstance(variant, dict)
+            or set(variant) - VARIANT_KEYS
+            or not {"key", "value", "is_control", "split"} <= set(variant)
+        ):
             return "each variant needs key, value, is_control and split"
         split = variant["split"]
         if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0 <= split <= 1:
@@ -185,7 +217,11 @@ def ruleset_problem(ruleset: Any) -> str | None:
     if variants and abs(sum(v["split"] for v in variants) - 1) > 1e-6:
         return "the variants' splits must add up to 1"
     for rollout in rollouts:
-        if not isinstance(rollout, dict) or set(rollout) - ROLLOUT_KEYS or not {"rollout_percentage", "variant_splits"} <= set(rollout):
+        if (
+            not isinstance(rollout, dict)
+            or set(rollout) - ROLLOUT_KEYS
+            or not {"rollout_percentage", "variant_splits"} <= set(rollout)
+        ):
             return "each rollout needs rollout_percentage and variant_splits"
         percentage = rollout["rollout_percentage"]
         if not isinstance(percentage, (int, float)) or isinstance(percentage, bool) or not 0 <= percentage <= 1:
@@ -267,9 +303,17 @@ def routes(state: DoubleState) -> list[Route]:
             return problem(400, "validation_error", f"a flag with key {body['key']!r} already exists")
         stamp = now()
         flag = {
-            "can_update_basic": True, "can_view": True, "can_share": True, "is_shared_with_project": True,
-            "description": None, "experiment_id": None, "status": "disabled", "data_group_id": None,
-            "is_experiment_active": None, "deleted": None, "enabled_at": None,
+            "can_update_basic": True,
+            "can_view": True,
+            "can_share": True,
+            "is_shared_with_project": True,
+            "description": None,
+            "experiment_id": None,
+            "status": "disabled",
+            "data_group_id": None,
+            "is_experiment_active": None,
+            "deleted": None,
+            "enabled_at": None,
             **{k: v for k, v in body.items() if k != "reset_hash_salt"},
             "id": str(uuid.uuid4()),
             "project_id": state.project.project_id,
@@ -337,7 +381,11 @@ def routes(state: DoubleState) -> list[Route]:
             context = json.loads(recorded.query.get("context", ""))
         except ValueError:
             return JSONResponse({"error": "context must be a URL-encoded JSON object", "status": "error"}, 400)
-        if not isinstance(context, dict) or not isinstance(context.get("distinct_id"), str) or not context["distinct_id"]:
+        if (
+            not isinstance(context, dict)
+            or not isinstance(context.get("distinct_id"), str)
+            or not context["distinct_id"]
+        ):
             return JSONResponse({"error": "context.distinct_id is required", "status": "error"}, 400)
         selected = {}
         for flag in state.flags.values():

@@ -93,12 +93,19 @@ def routes(state: DoubleState) -> list[Route]:
         job = job_of(kind, tracking_id)
         if job is None:
             if kind == "retrieval":
-                return JSONResponse({"status": "ok", "results": {"status": "NOT_FOUND", "results": "", "distinct_ids": []}})
+                return JSONResponse(
+                    {"status": "ok", "results": {"status": "NOT_FOUND", "results": "", "distinct_ids": []}}
+                )
             return error(404, f"No deletion task {tracking_id}")
         advance(job)
         if kind == "retrieval":
             link = f"https://gdpr-exports.mixpanel.local/{job['tracking_id']}.zip" if job["status"] == "SUCCESS" else ""
-            return JSONResponse({"status": "ok", "results": {"status": job["status"], "results": link, "distinct_ids": job["distinct_ids"]}})
+            return JSONResponse(
+                {
+                    "status": "ok",
+                    "results": {"status": job["status"], "results": link, "distinct_ids": job["distinct_ids"]},
+                }
+            )
         shown = {k: v for k, v in job.items() if k != "kind"}
         return JSONResponse({"status": "ok", "results": shown})
 

@@ -50,7 +50,12 @@ def validate(text: str) -> tuple[list[str], list[list[str]], list[dict[str, Any]
         elif not row[0]:
             failed.append({"index": index, "message": "primary key is required and cannot be blank"})
         elif row[0] in seen:
-            failed.append({"index": index, "message": f"invalid row: row indexes {seen[row[0]]} and {index} have the same primary key"})
+            failed.append(
+                {
+                    "index": index,
+                    "message": f"invalid row: row indexes {seen[row[0]]} and {index} have the same primary key",
+                }
+            )
         else:
             seen[row[0]] = index
     return header, rows, failed[:MAX_FAILED]
@@ -68,7 +73,9 @@ def routes(state: DoubleState) -> list[Route]:
             return None
         return unauthorized()
 
-    def guarded(handler: Callable[[RecordedRequest, str | None], Response], *, secret_too: bool) -> Callable[[Request], Any]:
+    def guarded(
+        handler: Callable[[RecordedRequest, str | None], Response], *, secret_too: bool
+    ) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             recorded: RecordedRequest = request.state.recorded
             if (denied := authorized(recorded, secret_too=secret_too)) is not None:
@@ -95,7 +102,9 @@ def routes(state: DoubleState) -> list[Route]:
             return answer(400, "Bad Request", error="the table must be UTF-8 text")
         header, rows, failed = validate(text)
         if failed:
-            return answer(400, "Bad Request", error="Some data points in the request failed validation.", failed_records=failed)
+            return answer(
+                400, "Bad Request", error="Some data points in the request failed validation.", failed_records=failed
+            )
         table.update(header=header, rows=rows)
         return answer(200, "OK")
 

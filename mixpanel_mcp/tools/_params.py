@@ -51,7 +51,9 @@ def _segment(value: str) -> str:
 def positive(value: int) -> int:
     """A Mixpanel id of a number; checked here rather than advertised (every byte of the tool list costs)."""
     if value < 1:
-        raise PydanticCustomError("positive_id", "must be a positive id, not {value}", {"value": value, "example": "12"})
+        raise PydanticCustomError(
+            "positive_id", "must be a positive id, not {value}", {"value": value, "example": "12"}
+        )
     return value
 
 
@@ -60,7 +62,9 @@ def at_most(limit: int) -> Callable[[list[Any]], list[Any]]:
 
     def check(value: list[Any]) -> list[Any]:
         if len(value) > limit:
-            raise PydanticCustomError("too_many", "at most {limit} items, not {count}", {"limit": limit, "count": len(value)})
+            raise PydanticCustomError(
+                "too_many", "at most {limit} items, not {count}", {"limit": limit, "count": len(value)}
+            )
         return value
 
     return check

@@ -8,7 +8,6 @@ from typing import Annotated, Any, Self
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from mixpanel_mcp.client.app import results
 from mixpanel_mcp.client.annotations import (
     create_annotation,
     create_tag,
@@ -18,6 +17,7 @@ from mixpanel_mcp.client.annotations import (
     list_tags,
     update_annotation,
 )
+from mixpanel_mcp.client.app import results
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
 from mixpanel_mcp.tools._params import Date, at_most, check_order, json_list, optional, positive
 
@@ -39,14 +39,18 @@ def _moment(value: Any) -> str:
         except ValueError:
             continue
     raise PydanticCustomError(
-        "annotation_date", "must be yyyy-mm-dd or yyyy-mm-dd HH:mm:ss, not '{value}'", {"value": text, "example": "2026-03-02 14:00:00"}
+        "annotation_date",
+        "must be yyyy-mm-dd or yyyy-mm-dd HH:mm:ss, not '{value}'",
+        {"value": text, "example": "2026-03-02 14:00:00"},
     )
 
 
 Moment = Annotated[str, BeforeValidator(_moment), Field(description="yyyy-mm-dd[ HH:mm:ss]")]
 AnnotationId = Annotated[int, AfterValidator(positive)]
 Description = Annotated[str, Field(min_length=1, max_length=4000)]
-TagIds = Annotated[list[AnnotationId], BeforeValidator(json_list), AfterValidator(at_most(100)), Field(description="Tag ids.")]
+TagIds = Annotated[
+    list[AnnotationId], BeforeValidator(json_list), AfterValidator(at_most(100)), Field(description="Tag ids.")
+]
 
 
 def _line(entry: Any) -> str:
@@ -76,7 +80,9 @@ class ListAnnotations(Args):
 @group.operation("list", ListAnnotations, access=Access.READ, needs=Needs.APP, summary="")
 async def list_(run: Run, args: ListAnnotations) -> Result:
     entries = results(await list_annotations(run.client, args.from_date, args.to_date), list)
-    span = f" from {args.from_date or 'the start'} to {args.to_date or 'today'}" if args.from_date or args.to_date else ""
+    span = (
+        f" from {args.from_date or 'the start'} to {args.to_date or 'today'}" if args.from_date or args.to_date else ""
+    )
     shown = "; ".join(_line(e) for e in entries[:SHOWN]) + ("; ..." if len(entries) > SHOWN else "")
     summary = f"{len(entries)} annotation(s){span}" + (f": {shown}." if entries else ".")
     return Result(summary, {"count": len(entries), "annotations": entries}, narrow_hint="give from_date and to_date")
@@ -113,7 +119,9 @@ class UpdateAnnotation(Args):
     @model_validator(mode="after")
     def _something(self) -> Self:
         if self.description is None and self.tags is None:
-            raise PydanticCustomError("nothing_to_change", "give description and/or tags", {"example": 'description="Release 2.1"'})
+            raise PydanticCustomError(
+                "nothing_to_change", "give description and/or tags", {"example": 'description="Release 2.1"'}
+            )
         return self
 
 
@@ -141,7 +149,9 @@ async def tags(run: Run, args: NoArgs) -> Result:
     answer = await list_tags(run.client)
     found = answer if isinstance(answer, list) else results(answer, list)
     names = ", ".join(f"{t.get('name')} (#{t.get('id')})" for t in found[:20] if isinstance(t, dict))
-    return Result(f"{len(found)} annotation tag(s)" + (f": {names}." if names else "."), {"count": len(found), "tags": found})
+    return Result(
+        f"{len(found)} annotation tag(s)" + (f": {names}." if names else "."), {"count": len(found), "tags": found}
+    )
 
 
 class CreateTag(Args):

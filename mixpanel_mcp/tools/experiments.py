@@ -20,8 +20,13 @@ group = ToolGroup(
 )
 
 SHOWN = 10
-STATES = {"draft": "draft", "active": "running", "concluded": "concluded, not decided", "success": "decided: success",
-          "fail": "decided: fail"}
+STATES = {
+    "draft": "draft",
+    "active": "running",
+    "concluded": "concluded, not decided",
+    "success": "decided: success",
+    "fail": "decided: fail",
+}
 
 
 def _date(value: Any) -> str | None:
@@ -41,7 +46,9 @@ def experiment_summary(experiment: dict[str, Any]) -> dict[str, Any]:
     flag = experiment.get("feature_flag")
     if isinstance(flag, dict) and flag.get("key"):
         summary["feature_flag"] = flag["key"]
-    decision = (experiment.get("settings") or {}).get("decision") if isinstance(experiment.get("settings"), dict) else None
+    decision = (
+        (experiment.get("settings") or {}).get("decision") if isinstance(experiment.get("settings"), dict) else None
+    )
     if decision:
         summary["decision"] = decision
     return summary
@@ -56,7 +63,9 @@ def _line(experiment: dict[str, Any]) -> str:
 
 def _one(answer: Any, verb: str) -> Result:
     experiment = results(answer, dict)
-    return Result(f"{verb} experiment {_line(experiment)}.", {"summary": experiment_summary(experiment), "experiment": experiment})
+    return Result(
+        f"{verb} experiment {_line(experiment)}.", {"summary": experiment_summary(experiment), "experiment": experiment}
+    )
 
 
 class NoArgs(Args):
@@ -87,12 +96,12 @@ class CreateExperiment(Fields):
 
 
 class UpdateExperiment(Fields, OneExperiment):
-
     @model_validator(mode="after")
     def _something(self) -> Self:
         if not self.sent():
             raise PydanticCustomError(
-                "nothing_to_change", "give at least one of name, description, settings, variants, metrics",
+                "nothing_to_change",
+                "give at least one of name, description, settings, variants, metrics",
                 {"example": 'description="Does the new checkout raise purchases?"'},
             )
         return self
@@ -110,8 +119,11 @@ async def list_(run: Run, args: NoArgs) -> Result:
     found = [e for e in results(await api.list_experiments(run.client), list) if isinstance(e, dict)]
     shown = "; ".join(_line(e) for e in found[:SHOWN]) + ("; ..." if len(found) > SHOWN else "")
     summary = f"{len(found)} experiment(s)" + (f": {shown}." if found else ".")
-    return Result(summary, {"count": len(found), "experiments": [experiment_summary(e) for e in found]},
-                  narrow_hint="get one experiment by experiment_id")
+    return Result(
+        summary,
+        {"count": len(found), "experiments": [experiment_summary(e) for e in found]},
+        narrow_hint="get one experiment by experiment_id",
+    )
 
 
 @group.operation("get", OneExperiment, access=Access.READ, needs=Needs.WORKSPACE, summary="")
@@ -144,7 +156,9 @@ async def decide(run: Run, args: Decide) -> Result:
     return _one(await api.decide(run.client, args.experiment_id, decision), "Recorded the decision on")
 
 
-@group.operation("conclude", OneExperiment, access=Access.DESTRUCTIVE, needs=Needs.WORKSPACE, idempotent=False, summary="")
+@group.operation(
+    "conclude", OneExperiment, access=Access.DESTRUCTIVE, needs=Needs.WORKSPACE, idempotent=False, summary=""
+)
 async def conclude(run: Run, args: OneExperiment) -> Result:
     return _one(await api.force_conclude(run.client, args.experiment_id), "Concluded")
 
@@ -152,7 +166,10 @@ async def conclude(run: Run, args: OneExperiment) -> Result:
 @group.operation("archive", OneExperiment, access=Access.WRITE, needs=Needs.WORKSPACE, idempotent=True, summary="")
 async def archive(run: Run, args: OneExperiment) -> Result:
     await api.archive(run.client, args.experiment_id)
-    return Result(f"Archived experiment {args.experiment_id} (unarchive brings it back).", {"experiment_id": args.experiment_id, "archived": True})
+    return Result(
+        f"Archived experiment {args.experiment_id} (unarchive brings it back).",
+        {"experiment_id": args.experiment_id, "archived": True},
+    )
 
 
 @group.operation("unarchive", OneExperiment, access=Access.WRITE, needs=Needs.WORKSPACE, idempotent=True, summary="")

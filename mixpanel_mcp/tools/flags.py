@@ -66,17 +66,25 @@ class Ruleset(_Strict):
     def _splits(self) -> Self:
         keys = [v.key for v in self.variants]
         if self.variants and abs(sum(v.split for v in self.variants) - 1.0) > 1e-6:
-            raise PydanticCustomError("split_sum", "the variants' splits must add up to 1 (fractions, not percents)", {"example": RULESET_EXAMPLE})
+            raise PydanticCustomError(
+                "split_sum",
+                "the variants' splits must add up to 1 (fractions, not percents)",
+                {"example": RULESET_EXAMPLE},
+            )
         for rollout in self.rollout:
             unknown = set(rollout.variant_splits) - set(keys)
             if unknown:
                 raise PydanticCustomError(
-                    "unknown_variant", "variant_splits names variants not in variants: {names}", {"names": sorted(unknown), "example": RULESET_EXAMPLE}
+                    "unknown_variant",
+                    "variant_splits names variants not in variants: {names}",
+                    {"names": sorted(unknown), "example": RULESET_EXAMPLE},
                 )
         return self
 
 
-RulesetArg = Annotated[Ruleset, WithJsonSchema({"type": "object", "description": "{variants, rollout}; fractions 0-1."})]
+RulesetArg = Annotated[
+    Ruleset, WithJsonSchema({"type": "object", "description": "{variants, rollout}; fractions 0-1."})
+]
 
 
 def _percent(value: Any) -> str:
@@ -108,12 +116,20 @@ def ruleset_words(ruleset: Any) -> dict[str, Any]:
     variants = [v for v in ruleset.get("variants") or [] if isinstance(v, dict)]
     rollouts = [r for r in ruleset.get("rollout") or [] if isinstance(r, dict)]
     words = {
-        "variants": ", ".join(f"{v.get('key')} {_percent(v.get('split'))}" + (" (control)" if v.get("is_control") else "") for v in variants),
+        "variants": ", ".join(
+            f"{v.get('key')} {_percent(v.get('split'))}" + (" (control)" if v.get("is_control") else "")
+            for v in variants
+        ),
         "rollout": "; ".join(
             f"{_who(r)}: {_percent(r.get('rollout_percentage'))}"
-            + (f" ({', '.join(f'{k} {_percent(s)}' for k, s in r['variant_splits'].items())})" if r.get("variant_splits") else "")
+            + (
+                f" ({', '.join(f'{k} {_percent(s)}' for k, s in r['variant_splits'].items())})"
+                if r.get("variant_splits")
+                else ""
+            )
             for r in rollouts
-        ) or "nobody",
+        )
+        or "nobody",
     }
     testers = ((ruleset.get("test") or {}).get("users") or {}) if isinstance(ruleset.get("test"), dict) else {}
     if testers:
@@ -155,7 +171,9 @@ async def list_(run: Run, args: NoArgs) -> Result:
     flags = [f for f in results(await list_flags(run.client), list) if isinstance(f, dict)]
     shown = "; ".join(_line(f) for f in flags[:SHOWN]) + ("; ..." if len(flags) > SHOWN else "")
     summary = f"{len(flags)} feature flag(s)" + (f": {shown}." if flags else ".")
-    return Result(summary, {"count": len(flags), "flags": [flag_summary(f) for f in flags]}, narrow_hint="get one flag by flag_id")
+    return Result(
+        summary, {"count": len(flags), "flags": [flag_summary(f) for f in flags]}, narrow_hint="get one flag by flag_id"
+    )
 
 
 class OneFlag(Args):
@@ -198,8 +216,9 @@ class UpdateFlag(Args):
     @model_validator(mode="after")
     def _something(self) -> Self:
         if all(getattr(self, f) is None for f in ("name", "key", "ruleset", "status")):
-            raise PydanticCustomError("nothing_to_change", "give at least one of name, key, ruleset, status",
-                                      {"example": 'status="enabled"'})
+            raise PydanticCustomError(
+                "nothing_to_change", "give at least one of name, key, ruleset, status", {"example": 'status="enabled"'}
+            )
         return self
 
 
@@ -218,7 +237,10 @@ async def update(run: Run, args: UpdateFlag) -> Result:
 @group.operation("delete", OneFlag, access=Access.DESTRUCTIVE, needs=Needs.WORKSPACE, idempotent=True, summary="")
 async def delete(run: Run, args: OneFlag) -> Result:
     await delete_flag(run.client, args.flag_id)
-    return Result(f"Deleted feature flag {args.flag_id}; apps asking for it now get their fallback.", {"flag_id": args.flag_id, "deleted": True})
+    return Result(
+        f"Deleted feature flag {args.flag_id}; apps asking for it now get their fallback.",
+        {"flag_id": args.flag_id, "deleted": True},
+    )
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------
@@ -236,7 +258,8 @@ async def evaluate_(run: Run, args: Evaluate) -> Result:
     flags = answer.get("flags") if isinstance(answer, dict) and isinstance(answer.get("flags"), dict) else {}
     got = "; ".join(f"{key} = {v.get('variant_key')}" for key, v in list(flags.items())[:SHOWN] if isinstance(v, dict))
     summary = (
-        f"User {args.distinct_id!r} gets {len(flags)} flag(s): {got}." if flags
+        f"User {args.distinct_id!r} gets {len(flags)} flag(s): {got}."
+        if flags
         else f"User {args.distinct_id!r} gets no flag: no enabled flag's rollout includes them (apps use their fallback)."
     )
     return Result(summary, {"distinct_id": args.distinct_id, "flags": flags})

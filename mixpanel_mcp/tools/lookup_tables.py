@@ -36,7 +36,9 @@ class NoArgs(Args):
 async def list_(run: Run, args: NoArgs) -> Result:
     tables = results(await list_tables(run.client), list)
     names = ", ".join(f"{t.get('name')} ({t.get('id')})" for t in tables[:20] if isinstance(t, dict))
-    return Result(f"{len(tables)} lookup table(s)" + (f": {names}." if names else "."), {"count": len(tables), "tables": tables})
+    return Result(
+        f"{len(tables)} lookup table(s)" + (f": {names}." if names else "."), {"count": len(tables), "tables": tables}
+    )
 
 
 def _cell(value: Any) -> str:
@@ -84,7 +86,12 @@ def problems(text: str) -> tuple[int, int, list[dict[str, Any]]]:
         elif not row[0].strip():
             failed.append({"index": index, "message": "primary key is required and cannot be blank"})
         elif row[0] in seen:
-            failed.append({"index": index, "message": f"invalid row: row indexes {seen[row[0]]} and {index} have the same primary key"})
+            failed.append(
+                {
+                    "index": index,
+                    "message": f"invalid row: row indexes {seen[row[0]]} and {index} have the same primary key",
+                }
+            )
         else:
             seen[row[0]] = index
     return count, len(header), failed
@@ -93,9 +100,16 @@ def problems(text: str) -> tuple[int, int, list[dict[str, Any]]]:
 class ReplaceTable(Args):
     table_id: PathId
     rows: optional(
-        Annotated[list[dict[str, Any]], BeforeValidator(json_list), Field(min_length=1), AfterValidator(at_most(MAX_ROWS_INLINE))]
+        Annotated[
+            list[dict[str, Any]],
+            BeforeValidator(json_list),
+            Field(min_length=1),
+            AfterValidator(at_most(MAX_ROWS_INLINE)),
+        ]
     ) = Field(None, description="Objects; first key = row id.")
-    file: optional(Annotated[str, Field(min_length=1, max_length=4096)]) = Field(None, description="Local .csv (stdio only).")
+    file: optional(Annotated[str, Field(min_length=1, max_length=4096)]) = Field(
+        None, description="Local .csv (stdio only)."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -105,17 +119,26 @@ class ReplaceTable(Args):
 
 
 def _not_sent(table_id: str, reason: str, **data: Any) -> Result:
-    return Result(f"Nothing was sent to Mixpanel: {reason}", {"table_id": table_id, "replaced": False, **data}, refused=True)
+    return Result(
+        f"Nothing was sent to Mixpanel: {reason}", {"table_id": table_id, "replaced": False, **data}, refused=True
+    )
 
 
 @group.operation(
-    "replace", ReplaceTable, access=Access.DESTRUCTIVE, needs=Needs.QUERY, idempotent=True,
+    "replace",
+    ReplaceTable,
+    access=Access.DESTRUCTIVE,
+    needs=Needs.QUERY,
+    idempotent=True,
     summary="",
 )
 async def replace(run: Run, args: ReplaceTable) -> Result:
     if args.file is not None:
         if not run.settings.local_files:
-            return _not_sent(args.table_id, "this server is reached over HTTP, so it does not read files on its machine; pass rows instead.")
+            return _not_sent(
+                args.table_id,
+                "this server is reached over HTTP, so it does not read files on its machine; pass rows instead.",
+            )
         try:
             if os.path.getsize(args.file) > MAX_BYTES:
                 return _not_sent(args.table_id, "the file is over Mixpanel's 100 MB limit for a lookup table.")
@@ -128,15 +151,19 @@ async def replace(run: Run, args: ReplaceTable) -> Result:
     count, columns, failed = problems(body.decode())
     if failed:
         return _not_sent(
-            args.table_id, f"{len(failed)} row(s) break Mixpanel's lookup table rules (failed_records: index, message; 0 is the header).",
-            failed_records=failed[:FAILED_SHOWN], rows=count,
+            args.table_id,
+            f"{len(failed)} row(s) break Mixpanel's lookup table rules "
+            "(failed_records: index, message; 0 is the header).",
+            failed_records=failed[:FAILED_SHOWN],
+            rows=count,
         )
     status, answer = await replace_table(run.client, args.table_id, body)
     if status == 400:
         failed = answer.get("failed_records") if isinstance(answer, dict) else None
         error = answer.get("error") if isinstance(answer, dict) else None
         return Result(
-            f"Mixpanel refused the table and kept the old one: {error or 'invalid CSV'} (failed_records: index, message).",
+            f"Mixpanel refused the table and kept the old one: {error or 'invalid CSV'} "
+            "(failed_records: index, message).",
             {"table_id": args.table_id, "replaced": False, "failed_records": failed or [], "rows": count},
             refused=True,
         )
