@@ -156,3 +156,43 @@ async def test_without_a_workspace_experiments_are_not_listed(double, env):
     async with stdio_client(env) as client:
         names = [t.name for t in (await client.list_tools()).tools]
     assert "experiments" not in names and "flags" in names
+
+
+async def test_each_new_destructive_operation_asks_the_person_what_exactly_goes(double, double_url):
+    from tests.harness import stdio
+    from tests.test_confirm import Person
+
+    env = server_env(double_url, MIXPANEL_WORKSPACE_ID=str(WORKSPACE_ID), MIXPANEL_GDPR_TOKEN="test-gdpr-token")
+    person = Person(*[("decline", None)] * 7)
+    async with stdio(env, elicitation_callback=person) as client:
+        await client.call_tool("annotations", {"operation": "delete", "annotation_id": 3})
+        await client.call_tool("flags", {"operation": "delete", "flag_id": "f-1"})
+        await client.call_tool("experiments", {"operation": "conclude", "experiment_id": "e-1"})
+        await client.call_tool(
+            "experiments", {"operation": "decide", "experiment_id": "e-1", "success": True, "variant": "treatment"}
+        )
+        await client.call_tool("experiments", {"operation": "delete", "experiment_id": "e-1"})
+        await client.call_tool("lookup_tables", {"operation": "replace", "table_id": "t-1", "rows": [{"id": "a"}]})
+        await client.call_tool("gdpr", {"operation": "delete_data", "distinct_ids": ["u-1"], "compliance_type": "CCPA"})
+        # Not destructive: no question.
+        await client.call_tool("experiments", {"operation": "archive", "experiment_id": "e-1"})
+    where = "in Mixpanel project 1234"
+    assert [q.message for q in person.questions] == [
+        f"Agent local wants to delete annotation #3 {where}. Go ahead?",
+        f"Agent local wants to delete the feature flag 'f-1' {where}; apps asking for it get their fallback. Go ahead?",
+        f"Agent local wants to conclude the experiment 'e-1' {where} (it stops collecting results). Go ahead?",
+        f"Agent local wants to record the decision on experiment 'e-1' as ship variant 'treatment' {where}. Go ahead?",
+        f"Agent local wants to delete the experiment 'e-1' {where}, irreversibly. Go ahead?",
+        f"Agent local wants to replace the whole content of lookup table 't-1' {where}. Go ahead?",
+        f"Agent local wants to delete ALL data (events and profiles) of 1 user(s) {where} under CCPA, irreversibly "
+        "once Mixpanel starts: 'u-1'. Go ahead?",
+    ]
+    assert [(r.method, r.path) for r in double.received()] == [("POST", f"{BASE}/e-1/archive")]
+
+
+async def test_a_launch_is_not_resent_after_an_ambiguous_failure(double, workspace_env):
+    double.fail(f"{BASE}/e-1/launch", 502)
+    async with stdio_client(workspace_env) as client:
+        failed = await client.call_tool("experiments", {"operation": "launch", "experiment_id": "e-1"})
+    assert "server error (502" in error_text(failed) and "after 1 attempt(s)" in error_text(failed)
+    assert len(double.received()) == 1

@@ -126,3 +126,18 @@ async def test_mixpanels_own_refusal_and_unknown_table(double, env):
     assert "kept the old one" in refusal.content[0].text
     assert "Lookup table with id 'nope' was not found." in error_text(missing)
     assert double.lookup_tables[PLANS]["rows"] == [["free", "0"]]
+
+
+async def test_over_http_a_file_is_never_read(double, http_server, tmp_path):
+    from tests.harness import http_client
+
+    seed(double)
+    table = tmp_path / "skus.csv"
+    table.write_text("sku\nA1\n")
+    async with http_client(http_server) as client:
+        result = await client.call_tool("lookup_tables", {"operation": "replace", "table_id": SKUS, "file": str(table)})
+        inline = await client.call_tool("lookup_tables", {"operation": "replace", "table_id": SKUS, "rows": [{"sku": "B2"}]})
+    assert refused(result) == {"table_id": SKUS, "replaced": False}
+    assert "does not read files on its machine; pass rows instead" in result.content[0].text
+    assert structured(inline)["rows"] == 1
+    assert [r.body for r in double.received()] == [b"sku\nB2\n"]
