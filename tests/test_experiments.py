@@ -172,7 +172,10 @@ async def test_each_new_destructive_operation_asks_the_person_what_exactly_goes(
             "experiments", {"operation": "decide", "experiment_id": "e-1", "success": True, "variant": "treatment"}
         )
         await client.call_tool("experiments", {"operation": "delete", "experiment_id": "e-1"})
-        await client.call_tool("lookup_tables", {"operation": "replace", "table_id": "t-1", "rows": [{"id": "a"}]})
+        await client.call_tool(
+            "lookup_tables",
+            {"operation": "replace", "table_id": "3f1c2a9e-8d4b-4f8e-9a51-2b7c6d0e1f23", "rows": [{"id": "a"}]},
+        )
         await client.call_tool("gdpr", {"operation": "delete_data", "distinct_ids": ["u-1"], "compliance_type": "CCPA"})
         # Not destructive: no question.
         await client.call_tool("experiments", {"operation": "archive", "experiment_id": "e-1"})
@@ -183,7 +186,8 @@ async def test_each_new_destructive_operation_asks_the_person_what_exactly_goes(
         f"Agent local wants to conclude the experiment 'e-1' {where} (it stops collecting results). Go ahead?",
         f"Agent local wants to record the decision on experiment 'e-1' as ship variant 'treatment' {where}. Go ahead?",
         f"Agent local wants to delete the experiment 'e-1' {where}, irreversibly. Go ahead?",
-        f"Agent local wants to replace the whole content of lookup table 't-1' {where}. Go ahead?",
+        f"Agent local wants to replace the whole content of lookup table '3f1c2a9e-8d4b-4f8e-9a51-2b7c6d0e1f23' {where}. "
+        "Go ahead?",
         f"Agent local wants to delete ALL data (events and profiles) of 1 user(s) {where} under CCPA, irreversibly "
         "once Mixpanel starts: 'u-1'. Go ahead?",
     ]
@@ -191,8 +195,9 @@ async def test_each_new_destructive_operation_asks_the_person_what_exactly_goes(
 
 
 async def test_a_launch_is_not_resent_after_an_ambiguous_failure(double, workspace_env):
-    double.fail(f"{BASE}/e-1/launch", 502)
+    experiment_id = "5d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6"
+    double.fail(f"{BASE}/{experiment_id}/launch", 502)
     async with stdio_client(workspace_env) as client:
-        failed = await client.call_tool("experiments", {"operation": "launch", "experiment_id": "e-1"})
+        failed = await client.call_tool("experiments", {"operation": "launch", "experiment_id": experiment_id})
     assert "server error (502" in error_text(failed) and "after 1 attempt(s)" in error_text(failed)
     assert len(double.received()) == 1

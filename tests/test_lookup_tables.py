@@ -18,6 +18,7 @@ pytestmark = pytest.mark.asyncio
 
 PLANS = "3f1c2a9e-8d4b-4f8e-9a51-2b7c6d0e1f23"
 SKUS = "9b0e7c4d-1a2b-4c3d-8e9f-0a1b2c3d4e5f"
+UNKNOWN = "00000000-1111-4222-8333-444444444444"
 
 
 def seed(double) -> None:
@@ -99,7 +100,7 @@ async def test_rows_breaking_mixpanels_rules_are_not_sent(double, env, tmp_path)
         {"index": 4, "message": "invalid row: wrong number of fields"},
     ]
     assert "give rows or file, not both" in error_text(both)
-    assert "table_id: must be one id" in error_text(escape)
+    assert "table_id: must be the table's id, a UUID from lookup_tables list" in error_text(escape)
     assert double.received() == []
 
 
@@ -120,11 +121,11 @@ async def test_mixpanels_own_refusal_and_unknown_table(double, env):
             "lookup_tables", {"operation": "replace", "table_id": PLANS, "rows": [{"plan": "x"}]}
         )
         missing = await client.call_tool(
-            "lookup_tables", {"operation": "replace", "table_id": "nope", "rows": [{"plan": "x"}]}
+            "lookup_tables", {"operation": "replace", "table_id": UNKNOWN, "rows": [{"plan": "x"}]}
         )
     assert refused(refusal)["failed_records"] == [{"index": 1, "message": "bad date"}]
     assert "kept the old one" in refusal.content[0].text
-    assert "Lookup table with id 'nope' was not found." in error_text(missing)
+    assert f"Lookup table with id '{UNKNOWN}' was not found." in error_text(missing)
     assert double.lookup_tables[PLANS]["rows"] == [["free", "0"]]
 
 
@@ -136,7 +137,9 @@ async def test_over_http_a_file_is_never_read(double, http_server, tmp_path):
     table.write_text("sku\nA1\n")
     async with http_client(http_server) as client:
         result = await client.call_tool("lookup_tables", {"operation": "replace", "table_id": SKUS, "file": str(table)})
-        inline = await client.call_tool("lookup_tables", {"operation": "replace", "table_id": SKUS, "rows": [{"sku": "B2"}]})
+        inline = await client.call_tool(
+            "lookup_tables", {"operation": "replace", "table_id": SKUS, "rows": [{"sku": "B2"}]}
+        )
     assert refused(result) == {"table_id": SKUS, "replaced": False}
     assert "does not read files on its machine; pass rows instead" in result.content[0].text
     assert structured(inline)["rows"] == 1

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import uuid
 from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
@@ -14,7 +15,7 @@ from pydantic_core import PydanticCustomError
 from mixpanel_mcp.client.app import results
 from mixpanel_mcp.client.lookup_tables import list_tables, replace_table
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._params import PathId, at_most, json_list, optional
+from mixpanel_mcp.tools._params import at_most, json_list, optional
 
 group = ToolGroup(
     name="lookup_tables",
@@ -97,8 +98,23 @@ def problems(text: str) -> tuple[int, int, list[dict[str, Any]]]:
     return count, len(header), failed
 
 
+def _uuid(value: str) -> str:
+    """Mixpanel's lookup table ids are UUIDs (shown in Lexicon, and by list)."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise PydanticCustomError(
+            "table_id",
+            "must be the table's id, a UUID from lookup_tables list",
+            {"example": "3f1c2a9e-8d4b-4f8e-9a51-2b7c6d0e1f23"},
+        ) from None
+
+
+TableId = Annotated[str, AfterValidator(_uuid)]
+
+
 class ReplaceTable(Args):
-    table_id: PathId
+    table_id: TableId
     rows: optional(
         Annotated[
             list[dict[str, Any]],
