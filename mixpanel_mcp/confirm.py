@@ -35,6 +35,7 @@ CODE_TTL = 300.0  # seconds a confirmation code stays valid
 REQUEST_STATE_TTL = 600.0  # seconds a client has to answer a question asked through InputRequiredResult
 MIN_SECRET_BYTES = 32
 MODERN = "2026-07-28"
+GDPR_IDS_SHOWN = 200  # distinct_ids a GDPR deletion's question lists by name
 
 Answer = Literal["accept", "decline", "cancel"]
 
@@ -208,8 +209,9 @@ def describe_effect(tool: str, operation: str, args: Any, project: str) -> str:
     elif tool == "lookup_tables" and operation == "replace":
         what = f"replace the whole content of lookup table {args.table_id!r} {where}"
     elif tool == "gdpr" and operation == "delete_data":
-        ids = list(args.distinct_ids)
-        shown = ", ".join(repr(i) for i in ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+        ids = list(args.distinct_ids)  # the person checks whose data goes: every id, up to a screenful or two
+        shown = ", ".join(repr(i) for i in ids[:GDPR_IDS_SHOWN])
+        shown += f" and {len(ids) - GDPR_IDS_SHOWN} more" if len(ids) > GDPR_IDS_SHOWN else ""
         what = (
             f"delete ALL data (events and profiles) of {len(ids)} user(s) {where} under {args.compliance_type}, "
             f"irreversibly once Mixpanel starts: {shown}"

@@ -128,3 +128,13 @@ async def test_bad_input_and_missing_credentials(double, double_url, gdpr_env):
         rejected = await client.call_tool("gdpr", {"operation": "retrieval_status", "tracking_id": "abc"})
     text = error_text(rejected)
     assert "Mixpanel rejected the GDPR OAuth token (MIXPANEL_GDPR_TOKEN) (401" in text and "not-the-token" not in text
+
+
+async def test_a_large_deletion_names_200_ids_and_counts_the_rest():
+    from mixpanel_mcp.confirm import describe_effect
+    from mixpanel_mcp.tools.gdpr import DeleteData
+
+    ids = [f"u-{n}" for n in range(250)]
+    effect = describe_effect("gdpr", "delete_data", DeleteData(distinct_ids=ids), "project 1")
+    assert effect.startswith("delete ALL data (events and profiles) of 250 user(s) in Mixpanel project 1 under GDPR")
+    assert "'u-199' and 50 more" in effect and "'u-200'" not in effect
