@@ -53,17 +53,18 @@ async def test_create_list_get_roll_out_and_delete(double, flags_env):
         flag_id = structured(created)["flag"]["id"]
         listed = await client.call_tool("flags", {"operation": "list"})
         got = await client.call_tool("flags", {"operation": "get", "flag_id": flag_id})
-        twenty = {
-            **RULESET,
-            "rollout": [{"rollout_percentage": 0.2, "variant_splits": {"control": 0.5, "treatment": 0.5}}],
-        }
         rolled = await client.call_tool(
-            "flags", {"operation": "update", "flag_id": flag_id, "ruleset": twenty, "status": "enabled"}
+            "flags", {"operation": "update", "flag_id": flag_id, "rollout_percentage": 0.2, "status": "enabled"}
         )
+        ninety = {
+            **RULESET,
+            "rollout": [{"rollout_percentage": 1, "variant_splits": {"control": 0.1, "treatment": 0.9}}],
+        }
+        reshaped = await client.call_tool("flags", {"operation": "update", "flag_id": flag_id, "ruleset": ninety})
         deleted = await client.call_tool("flags", {"operation": "delete", "flag_id": flag_id})
         after = await client.call_tool("flags", {"operation": "list"})
 
-    post, first_list, get, get_before_put, put, delete, second_list = double.received()
+    post, first_list, get, get_before_put, put, _, second_put, delete, second_list = double.received()
     assert_managed(post, "POST", BASE)
     assert post.json() == {
         "name": "New checkout",
@@ -103,6 +104,8 @@ async def test_create_list_get_roll_out_and_delete(double, flags_env):
     assert structured(got)["flag"]["content_type"] == "feature-flags"
     assert structured(rolled)["summary"]["rollout"] == "everyone: 20% (control 50%, treatment 50%)"
     assert structured(rolled)["summary"]["status"] == "enabled"
+    assert second_put.json()["ruleset"]["rollout"] == ninety["rollout"] and second_put.json()["status"] == "enabled"
+    assert structured(reshaped)["summary"]["rollout"] == "everyone: 100% (control 10%, treatment 90%)"
     assert structured(deleted) == {"flag_id": flag_id, "deleted": True}
     assert structured(after)["count"] == 0
     assert double.flags[flag_id]["status"] == "archived"
@@ -190,10 +193,12 @@ async def test_without_a_workspace_only_evaluation_is_listed_and_bad_rulesets_ar
         too_big = await client.call_tool("flags", {"operation": "create", "name": "a", "key": "a", "ruleset": percent})
         sums = await client.call_tool("flags", {"operation": "create", "name": "a", "key": "a", "ruleset": lopsided})
         nothing = await client.call_tool("flags", {"operation": "update", "flag_id": "x"})
+        twenty = await client.call_tool("flags", {"operation": "update", "flag_id": "x", "rollout_percentage": 20})
         unknown = await client.call_tool("flags", {"operation": "get", "flag_id": "no-such-flag"})
     assert "ruleset.rollout.0.rollout_percentage: Input should be less than or equal to 1" in error_text(too_big)
     assert "the variants' splits must add up to 1 (fractions, not percents)" in error_text(sums)
-    assert "give at least one of name, key, ruleset, status" in error_text(nothing)
+    assert "give at least one of name, key, ruleset, rollout_percentage, status" in error_text(nothing)
+    assert "rollout_percentage: must be a fraction from 0 to 1, not 20.0. Example: 0.2 for 20 %" in error_text(twenty)
     assert "Feature flag no-such-flag not found" in error_text(unknown)
     assert [r.path for r in double.received()] == [f"{BASE}/no-such-flag"]
 
@@ -273,3 +278,13 @@ def test_qa_testers_device_assignment_and_runtime_rules():
         "cohort", {**RULESET, "rollout": [{"rollout_percentage": 1.0, "variant_splits": {}, "cohort_hash": "abc"}]}
     )
     assert assign(cohort, {"distinct_id": "u"}) is None
+
+
+def test_a_rollout_percentage_applies_to_every_group_or_makes_one_for_everyone():
+    from mixpanel_mcp.tools.flags import rolled_out
+
+    two = {**RULESET, "rollout": [{**RULESET["rollout"][0], "name": "EU"}, {**RULESET["rollout"][0], "name": "US"}]}
+    assert [g["rollout_percentage"] for g in rolled_out(two, 0.3)["rollout"]] == [0.3, 0.3]
+    assert rolled_out({**RULESET, "rollout": []}, 0.2)["rollout"] == [
+        {"rollout_percentage": 0.2, "variant_splits": {"control": 0.5, "treatment": 0.5}}
+    ]

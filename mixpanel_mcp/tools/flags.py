@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
 from mixpanel_mcp.client.app import results
@@ -206,20 +206,46 @@ async def create(run: Run, args: CreateFlag) -> Result:
     return _one(await create_flag(run.client, flag), "Created")
 
 
+def _fraction(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise PydanticCustomError(
+            "fraction", "must be a fraction from 0 to 1, not {value}", {"value": value, "example": "0.2 for 20 %"}
+        )
+    return value
+
+
 class UpdateFlag(Args):
     flag_id: PathId
     name: optional(Name) = None
     key: optional(Name) = None
     ruleset: optional(RulesetArg) = None
+    # Every rollout group's share, 0-1 (the error says so when a percent is given: undescribed, to save tokens).
+    rollout_percentage: optional(Annotated[float, AfterValidator(_fraction)]) = None
     status: optional(Status) = None
 
     @model_validator(mode="after")
     def _something(self) -> Self:
-        if all(getattr(self, f) is None for f in ("name", "key", "ruleset", "status")):
+        if all(getattr(self, f) is None for f in ("name", "key", "ruleset", "rollout_percentage", "status")):
             raise PydanticCustomError(
-                "nothing_to_change", "give at least one of name, key, ruleset, status", {"example": 'status="enabled"'}
+                "nothing_to_change",
+                "give at least one of name, key, ruleset, rollout_percentage, status",
+                {"example": 'status="enabled"'},
+            )
+        if self.ruleset is not None and self.rollout_percentage is not None:
+            raise PydanticCustomError(
+                "one_ruleset", "give ruleset or rollout_percentage, not both", {"example": "rollout_percentage=0.2"}
             )
         return self
+
+
+def rolled_out(ruleset: dict[str, Any], percentage: float) -> dict[str, Any]:
+    """The ruleset with every rollout group at `percentage`; a flag without one gets a group for everyone, split
+    as its variants are."""
+    groups = [dict(group) for group in ruleset.get("rollout") or [] if isinstance(group, dict)]
+    if not groups:
+        splits = {v["key"]: v.get("split", 0) for v in ruleset.get("variants") or [] if isinstance(v, dict) and "key" in v}
+        groups = [{"rollout_percentage": percentage, "variant_splits": splits}]
+    return {**ruleset, "rollout": [{**group, "rollout_percentage": percentage} for group in groups]}
 
 
 @group.operation("update", UpdateFlag, access=Access.WRITE, needs=Needs.WORKSPACE, idempotent=True, summary="")
@@ -231,6 +257,8 @@ async def update(run: Run, args: UpdateFlag) -> Result:
             flag[name] = getattr(args, name)
     if args.ruleset is not None:
         flag["ruleset"] = args.ruleset.model_dump(exclude_none=True)
+    if args.rollout_percentage is not None:
+        flag["ruleset"] = rolled_out(flag.get("ruleset") or {}, args.rollout_percentage)
     return _one(await update_flag(run.client, args.flag_id, flag), "Updated")
 
 
