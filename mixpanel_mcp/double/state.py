@@ -77,6 +77,8 @@ class Project:
     sa_username: str = "bot.abc123.mp-service-account"
     sa_secret: str = "test-sa-secret"
     api_secret: str = "test-api-secret"
+    workspace_id: int = 5678
+    gdpr_token: str = "test-gdpr-token"
 
 
 class DoubleState:
@@ -112,6 +114,12 @@ class DoubleState:
                 {"id": 1000, "name": "Power users", "count": 150, "description": "", "created": "2026-01-01 10:00:00", "is_visible": 1, "project_id": self.project.project_id}
             ]
             self.bookmarks: dict[int, dict[str, Any]] = {}
+            self.annotations: dict[int, dict[str, Any]] = {}  # id -> {id, date, description, user, tags: [tag id]}
+            self.annotation_tags: dict[int, dict[str, Any]] = {}  # id -> {id, name, project_id}
+            self.flags: dict[str, dict[str, Any]] = {}  # id (uuid) -> the flag as the management API answers it
+            self.experiments: dict[str, dict[str, Any]] = {}  # id (uuid) -> the experiment, plus "archived"
+            self.lookup_tables: dict[str, dict[str, Any]] = {}  # id (uuid) -> {id, name, header, rows}
+            self.gdpr_jobs: dict[str, dict[str, Any]] = {}  # tracking id -> {kind, status, distinct_ids, ...}
             self.in_flight = 0
             self.max_in_flight = 0
 
