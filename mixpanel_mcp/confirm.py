@@ -35,6 +35,7 @@ CODE_TTL = 300.0  # seconds a confirmation code stays valid
 REQUEST_STATE_TTL = 600.0  # seconds a client has to answer a question asked through InputRequiredResult
 MIN_SECRET_BYTES = 32
 MODERN = "2026-07-28"
+GDPR_IDS_SHOWN = 200  # distinct_ids a GDPR deletion's question lists by name
 
 Answer = Literal["accept", "decline", "cancel"]
 
@@ -198,6 +199,27 @@ def describe_effect(tool: str, operation: str, args: Any, project: str) -> str:
     elif tool == "lexicon" and operation == "upsert":
         count = len(args.entries or [])
         what = f"delete the WHOLE Lexicon data dictionary {where}, then add {count} schema(s)"
+    elif tool == "annotations" and operation == "delete":
+        what = f"delete annotation #{args.annotation_id} {where}"
+    elif tool == "flags" and operation == "delete":
+        what = f"delete the feature flag {args.flag_id!r} {where}; apps asking for it get their fallback"
+    elif tool == "experiments" and operation == "delete":
+        what = f"delete the experiment {args.experiment_id!r} {where}, irreversibly"
+    elif tool == "experiments" and operation == "conclude":
+        what = f"conclude the experiment {args.experiment_id!r} {where} (it stops collecting results)"
+    elif tool == "experiments" and operation == "decide":
+        outcome = f"ship variant {args.variant!r}" if args.variant else ("a success" if args.success else "a failure")
+        what = f"record the decision on experiment {args.experiment_id!r} as {outcome} {where}"
+    elif tool == "lookup_tables" and operation == "replace":
+        what = f"replace the whole content of lookup table {args.table_id!r} {where}"
+    elif tool == "gdpr" and operation == "delete_data":
+        ids = list(args.distinct_ids)  # the person checks whose data goes: every id, up to a screenful or two
+        shown = ", ".join(repr(i) for i in ids[:GDPR_IDS_SHOWN])
+        shown += f" and {len(ids) - GDPR_IDS_SHOWN} more" if len(ids) > GDPR_IDS_SHOWN else ""
+        what = (
+            f"delete ALL data (events and profiles) of {len(ids)} user(s) {where} under {args.compliance_type}, "
+            f"irreversibly once Mixpanel starts: {shown}"
+        )
     else:
         what = f"run {tool} {operation} {where}"
     return strip_controls(what)

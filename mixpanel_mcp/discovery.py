@@ -199,7 +199,7 @@ _NEEDS_TEXT = {
 
 # -- the project overview (no request) ---------------------------------------------------------------
 
-_FAMILIES = (Api.INGESTION, Api.IMPORT, Api.QUERY, Api.EXPORT, Api.LEXICON)
+_FAMILIES = (Api.INGESTION, Api.IMPORT, Api.QUERY, Api.EXPORT, Api.LEXICON, Api.APP, Api.FLAGS, Api.LOOKUP, Api.GDPR)
 _LIMITED = (Api.QUERY, Api.EXPORT, Api.LEXICON)
 
 
@@ -264,6 +264,7 @@ async def project_overview(runtime: Runtime, grant: Grant, resources: list[Sourc
             "project_token": settings.project_token is not None,
             "service_account": settings.has_service_account,
             "api_secret": settings.api_secret is not None,
+            "gdpr_token": settings.gdpr_token is not None,
         },
         "credential_used": {api.value: _credential_of(api, client) for api in _FAMILIES},
         "operations": operations,

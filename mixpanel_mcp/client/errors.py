@@ -29,12 +29,17 @@ class Api(StrEnum):
     QUERY = "query"  # /api/query/*: service account + project_id, or secret
     EXPORT = "export"  # data.mixpanel.com/api/2.0/export
     LEXICON = "lexicon"  # /api/app/projects/{id}/schemas: service account only
+    APP = "app"  # /api/app/...: annotations, feature flag management, experiments; service account only
+    FLAGS = "flags"  # /flags on the ingestion host: service account + project_id, or secret
+    LOOKUP = "lookup tables"  # /lookup-tables on the ingestion host: service account + project_id, or secret
+    GDPR = "gdpr"  # /api/app/data-retrievals|data-deletions/v3.0: GDPR OAuth token (Bearer) + project token
 
 
 class Credential(StrEnum):
     PROJECT_TOKEN = "project token"
     SERVICE_ACCOUNT = "service account"
     API_SECRET = "API secret"
+    GDPR_TOKEN = "GDPR token"
 
 
 class MixpanelError(Exception):

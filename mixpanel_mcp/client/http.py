@@ -168,13 +168,23 @@ class MixpanelClient:
             Api.IMPORT: s.ingestion_url,
             Api.QUERY: s.query_url + "/query",
             Api.LEXICON: s.query_url + "/app",
+            Api.APP: s.query_url + "/app",
+            Api.GDPR: s.query_url + "/app",
+            Api.FLAGS: s.ingestion_url,
+            Api.LOOKUP: s.ingestion_url,
             Api.EXPORT: s.export_url,
         }[api]
         return base + path
 
-    def credentials(self, api: Api) -> tuple[Credential | None, tuple[str, str] | None, dict[str, Any]]:
-        """(which credential, Basic auth pair, extra query params) for an API family."""
+    def credentials(self, api: Api) -> tuple[Credential | None, tuple[str, str] | str | None, dict[str, Any]]:
+        """(which credential, Basic auth pair or Bearer token, extra query params) for an API family."""
         s = self.settings
+        if api is Api.GDPR:
+            if s.gdpr_token is None:
+                raise CredentialMissingError(api, "Mixpanel's GDPR OAuth token (MIXPANEL_GDPR_TOKEN)")
+            if s.project_token is None:
+                raise CredentialMissingError(api, "MIXPANEL_PROJECT_TOKEN (the GDPR API names the project by its token)")
+            return Credential.GDPR_TOKEN, s.gdpr_token.get_secret_value(), {"token": s.project_token.get_secret_value()}
         if api is Api.INGESTION:
             if s.project_token is None:
                 raise CredentialMissingError(api, "MIXPANEL_PROJECT_TOKEN")
@@ -182,12 +192,12 @@ class MixpanelClient:
         if s.service_account_username and s.service_account_secret:
             auth = (s.service_account_username, s.service_account_secret.get_secret_value())
             params: dict[str, Any] = {}
-            if api is not Api.LEXICON:  # Lexicon carries the project id in its path
+            if api in (Api.QUERY, Api.EXPORT, Api.IMPORT, Api.FLAGS, Api.LOOKUP):  # the app API has it in its paths
                 params["project_id"] = s.project_id
             if api is Api.QUERY and s.workspace_id is not None:
                 params["workspace_id"] = s.workspace_id
             return Credential.SERVICE_ACCOUNT, auth, params
-        if api is Api.LEXICON:
+        if api in (Api.LEXICON, Api.APP):
             raise CredentialMissingError(api, "a service account (MIXPANEL_SERVICE_ACCOUNT_USERNAME/_SECRET)")
         if s.api_secret is not None:
             return Credential.API_SECRET, (s.api_secret.get_secret_value(), ""), {}
@@ -253,7 +263,9 @@ class MixpanelClient:
         credential, auth, auth_params = self.credentials(api)
         query = {**auth_params, **{k: v for k, v in (params or {}).items() if v is not None}}
         request = self._http.build_request(method, self.url(api, path), params=query, **kwargs)
-        if auth is not None:
+        if isinstance(auth, str):
+            request.headers["Authorization"] = f"Bearer {auth}"
+        elif auth is not None:
             request.headers["Authorization"] = basic_auth(*auth)
         return credential, request
 
