@@ -229,3 +229,21 @@ async def test_an_unreachable_redis_or_a_bad_url_stops_the_start_with_the_reason
             load_redis({"MIXPANEL_MCP_REDIS_URL": bad})
     assert load_redis({}) is None
     assert load_redis({"MIXPANEL_MCP_REDIS_URL": "redis://:pw-123@h:1/0"}).secrets() == ["pw-123", "redis://:pw-123@h:1/0"]
+
+
+async def test_check_reports_the_redis_connection_and_what_is_shared(double, double_url, redis):
+    from tests.harness import free_port
+    from tests.test_check import blocks, heading, run
+
+    env = server_env(double_url, MIXPANEL_MCP_REDIS_URL=redis.url)
+    done = run(env)
+    found = blocks(done.stdout)
+    what = "state shared by every replica (MIXPANEL_MCP_REDIS_URL)"
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert found[heading("ok", "REDIS", what)].startswith(f"{redis.url} answers (Redis ")
+    assert "shared through it: the rate budgets, the result cache, spent confirmation codes" in found[heading("ok", "REDIS", what)]
+    gone = run(env, "--redis-url", f"redis://:sekrit-pw@127.0.0.1:{free_port()}/0")
+    assert gone.returncode == 1
+    text = blocks(gone.stdout)[heading("FAILED", "REDIS", what)]
+    assert text.startswith("redis://:***@127.0.0.1:") and "cannot reach Redis" in text and "sekrit" not in gone.stdout
+    assert "Fix: start Redis, or correct MIXPANEL_MCP_REDIS_URL" in text

@@ -213,3 +213,19 @@ def test_a_replica_does_not_start_without_its_redis_and_says_why(double_url, tmp
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 2 and "also need one MIXPANEL_MCP_SECRET_KEY" in done.stderr
+
+
+def test_uvicorn_workers_behind_redis_keep_the_whole_limits_and_do_not_start_without_it(double_url, redis, tmp_path, caplog):
+    from mixpanel_mcp.asgi import StartupError, build_app
+    from tests.harness import free_port
+    from tests.test_asgi import hosted_env
+
+    env = hosted_env(double_url, tmp_path, MIXPANEL_MCP_WORKERS="4", MIXPANEL_MCP_REDIS_URL=redis.url)
+    app = build_app(env)
+    budget = app.runtime.settings.budget
+    assert (budget.query_per_hour, budget.query_concurrent, budget.export_per_second) == (60, 5, 3)  # no 1/N split
+    assert app.runtime.state.name == "redis"
+    assert "cannot be split" not in caplog.text
+    env["MIXPANEL_MCP_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(StartupError, match=r"^cannot reach Redis at redis://127\.0\.0\.1:\d+/0 \(MIXPANEL_MCP_REDIS_URL\)"):
+        build_app(env)
