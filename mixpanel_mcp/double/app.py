@@ -23,7 +23,17 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mixpanel_mcp.double import (
-    annotations, events, experiments, export, flags, funnels, gdpr, lexicon, lookup_tables, profiles, reports,
+    annotations,
+    events,
+    experiments,
+    export,
+    flags,
+    funnels,
+    gdpr,
+    lexicon,
+    lookup_tables,
+    profiles,
+    reports,
 )
 from mixpanel_mcp.double.state import DoubleState, RecordedRequest, decode_body
 
