@@ -12,6 +12,7 @@
     │   └── ServerError             5xx after retries
     ├── TransportError              no usable answer: connection failed or timed out (after retries)
     ├── BudgetExhaustedError        not sent: this project's rate budget (counted here) is spent for now
+    ├── SharedStateUnavailableError not sent: the state the replicas share (Redis) cannot be reached
     └── OutputFileError             not sent, or stopped: the output file cannot be written here
 """
 
@@ -129,6 +130,16 @@ class BudgetExhaustedError(MixpanelError):
         self.limit = limit
         self.retry_after = retry_after
         self.until = until
+
+
+class SharedStateUnavailableError(MixpanelError):
+    """The state the replicas share (Redis) cannot be reached, so a call that needs it is not made: the rate
+    limiter (never an unmetered request to Mixpanel) or the record of spent confirmation codes."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"the shared {what} is unavailable: {reason}")
+        self.what = what  # "rate limiter", "confirmation record"
+        self.reason = reason
 
 
 class OutputFileError(MixpanelError):

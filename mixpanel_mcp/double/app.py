@@ -72,6 +72,8 @@ class Recorder:
         self.state.enter()
         try:
             if fault is not None:
+                while fault.hold is not None and not fault.hold.is_set():
+                    await anyio.sleep(0.02)
                 if fault.delay:
                     await anyio.sleep(fault.delay)
                 if fault.drop:

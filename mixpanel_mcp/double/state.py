@@ -50,6 +50,9 @@ class RecordedRequest:
 class Fault:
     """Answer the next `times` matching requests with `status` (and `body`), or stall for `delay` seconds.
 
+    With `hold`, each matching request also waits until the test sets that event: a test that needs requests
+    in flight waits on what happens, not on a stall sized for an idle machine.
+
     With `drop`, the request is processed as usual (its data is stored) and the connection is then cut
     before the answer's body: the client cannot tell whether it arrived.
     """
@@ -62,6 +65,7 @@ class Fault:
     delay: float = 0.0
     method: str | None = None
     drop: bool = False
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -122,9 +126,10 @@ class DoubleState:
     # -- what tests use ------------------------------------------------------------------
 
     def fail(self, path: str, status: int = 500, *, times: int = 1, body: Any = None, headers: dict[str, str] | None = None,
-             delay: float = 0.0, method: str | None = None, drop: bool = False) -> None:
+             delay: float = 0.0, method: str | None = None, drop: bool = False,
+             hold: threading.Event | None = None) -> None:
         with self._lock:
-            self.faults.append(Fault(path, status, body, headers or {}, times, delay, method, drop))
+            self.faults.append(Fault(path, status, body, headers or {}, times, delay, method, drop, hold))
 
     def received(self, path: str | None = None) -> list[RecordedRequest]:
         with self._lock:
