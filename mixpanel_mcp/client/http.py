@@ -251,6 +251,8 @@ class MixpanelClient:
         request = self._http.build_request(method, self.url(api, path), params=query, **kwargs)
         if auth is not None:
             request.headers["Authorization"] = basic_auth(*auth)
+        if api is Api.EXPORT:  # the only compression export offers (export.openapi.yaml, Accept-Encoding)
+            request.headers["Accept-Encoding"] = "gzip"
         return credential, request
 
     def _note_cached(self, api: Api) -> None:
