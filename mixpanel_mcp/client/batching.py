@@ -251,6 +251,7 @@ class _Run:
 
     def begin_grace(self) -> None:
         self.grace_until = anyio.current_time() + CANCEL_GRACE_SECONDS
+        logger.info("Cancelled: waiting up to %.0f s for the answers to %d request(s) in flight.", CANCEL_GRACE_SECONDS, len(self.shields))
         for scope in self.shields:
             scope.deadline = min(scope.deadline, self.grace_until)
 

@@ -12,6 +12,7 @@
     │   └── ServerError             5xx after retries
     ├── TransportError              no usable answer: connection failed or timed out (after retries)
     ├── BudgetExhaustedError        not sent: this project's rate budget (counted here) is spent for now
+    ├── SharedStateUnavailableError not sent: the state the replicas share (Redis) cannot be reached
     └── OutputFileError             not sent, or stopped: the output file cannot be written here
 """
 
@@ -28,12 +29,17 @@ class Api(StrEnum):
     QUERY = "query"  # /api/query/*: service account + project_id, or secret
     EXPORT = "export"  # data.mixpanel.com/api/2.0/export
     LEXICON = "lexicon"  # /api/app/projects/{id}/schemas: service account only
+    APP = "app"  # /api/app/...: annotations, feature flag management, experiments; service account only
+    FLAGS = "flags"  # /flags on the ingestion host: service account + project_id, or secret
+    LOOKUP = "lookup tables"  # /lookup-tables on the ingestion host: service account + project_id, or secret
+    GDPR = "gdpr"  # /api/app/data-retrievals|data-deletions/v3.0: GDPR OAuth token (Bearer) + project token
 
 
 class Credential(StrEnum):
     PROJECT_TOKEN = "project token"
     SERVICE_ACCOUNT = "service account"
     API_SECRET = "API secret"
+    GDPR_TOKEN = "GDPR token"
 
 
 class MixpanelError(Exception):
@@ -131,6 +137,16 @@ class BudgetExhaustedError(MixpanelError):
         self.limit = limit
         self.retry_after = retry_after
         self.until = until
+
+
+class SharedStateUnavailableError(MixpanelError):
+    """The state the replicas share (Redis) cannot be reached, so a call that needs it is not made: the rate
+    limiter (never an unmetered request to Mixpanel) or the record of spent confirmation codes."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"the shared {what} is unavailable: {reason}")
+        self.what = what  # "rate limiter", "confirmation record"
+        self.reason = reason
 
 
 class OutputFileError(MixpanelError):
