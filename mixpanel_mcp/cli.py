@@ -46,7 +46,8 @@ configuration (environment variables):
   MIXPANEL_PROJECT_ID                 project id (required with a service account)
   MIXPANEL_API_SECRET                 legacy project secret (instead of a service account)
   MIXPANEL_REGION                     us (default), eu or in: your project's data residency
-  MIXPANEL_WORKSPACE_ID               data view id (optional)
+  MIXPANEL_WORKSPACE_ID               workspace (data view) id: feature flag management and experiments
+  MIXPANEL_GDPR_TOKEN                 Mixpanel's GDPR OAuth token (with the project token): the gdpr tool
   MIXPANEL_INGESTION_URL, MIXPANEL_QUERY_URL, MIXPANEL_EXPORT_URL   override the API hosts
   MIXPANEL_MAX_RETRIES, MIXPANEL_RETRY_BASE_DELAY, MIXPANEL_TIMEOUT  retry and time limits
   MIXPANEL_QUERY_LIMIT_PER_HOUR, MIXPANEL_QUERY_CONCURRENCY, MIXPANEL_EXPORT_LIMIT_PER_HOUR,
@@ -59,8 +60,9 @@ check the credentials:
   mixpanel-mcp check                  what works, what does not, and the exact fix (exit 1 on a problem)
 
 access:
-  Locally every tool group the credentials allow is listed; merge, profile/group delete and Lexicon
-  delete or truncate ask the person first. --read-only, --toolsets and --policy narrow that.
+  Locally every tool group the credentials allow is listed; merge, profile/group delete, Lexicon
+  delete or truncate, and the other destructive operations (flag, experiment and annotation delete,
+  experiment conclude and decide, lookup table replace, GDPR delete_data) ask the person first. --read-only, --toolsets and --policy narrow that.
   A shared endpoint: mixpanel-mcp --transport http --host 0.0.0.0 --policy policy.toml
   New agent key:     mixpanel-mcp new-agent-key NAME >> policy.toml   (the key is shown once, on stderr)
 """
@@ -74,7 +76,7 @@ if _UNLISTED:  # a setting added to config.py is listed even before it gets its 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mixpanel-mcp",
-        description="An MCP server for the Mixpanel API (ingestion, reports, export, Lexicon).",
+        description="An MCP server for the Mixpanel API (ingestion, reports, export, Lexicon, feature flags, experiments, ...).",
         epilog=ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -78,6 +78,8 @@ class Settings:
     service_account_username: str | None = None
     service_account_secret: SecretStr | None = None
     api_secret: SecretStr | None = None
+    # Mixpanel's OAuth token for the GDPR API (Bearer), separate from every other credential.
+    gdpr_token: SecretStr | None = None
     region: Region = Region.US
     workspace_id: int | None = None
     ingestion_url: str = REGION_URLS[Region.US][0]
@@ -117,9 +119,24 @@ class Settings:
         """The Lexicon Schemas API takes a service account only."""
         return self.has_service_account
 
+    @property
+    def can_app(self) -> bool:
+        """The app API (annotations, lookup tables listing) takes a service account with the project id."""
+        return self.has_service_account
+
+    @property
+    def can_workspace(self) -> bool:
+        """Feature flags and experiments live in a workspace (data view) of the project."""
+        return self.has_service_account and self.workspace_id is not None
+
+    @property
+    def can_gdpr(self) -> bool:
+        """The GDPR API takes Mixpanel's GDPR OAuth token, and the project token in the query."""
+        return self.gdpr_token is not None and self.project_token is not None
+
     def secrets(self) -> list[str]:
         """Every secret value, so logs and messages can be scrubbed of them."""
-        values = [self.project_token, self.service_account_secret, self.api_secret]
+        values = [self.project_token, self.service_account_secret, self.api_secret, self.gdpr_token]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 
@@ -132,6 +149,7 @@ PROJECT_VARS = (
     "MIXPANEL_SERVICE_ACCOUNT_USERNAME",
     "MIXPANEL_SERVICE_ACCOUNT_SECRET",
     "MIXPANEL_API_SECRET",
+    "MIXPANEL_GDPR_TOKEN",
     "MIXPANEL_REGION",
     "MIXPANEL_WORKSPACE_ID",
     "MIXPANEL_INGESTION_URL",
@@ -201,8 +219,9 @@ def load_settings(env: Mapping[str, str], overrides: Mapping[str, str | None] | 
         service_account_username=username,
         service_account_secret=sa_secret,
         api_secret=_secret(values["MIXPANEL_API_SECRET"]),
+        gdpr_token=_secret(values["MIXPANEL_GDPR_TOKEN"]),
         region=region,
-        workspace_id=_integer(values, "MIXPANEL_WORKSPACE_ID", "the data view id, e.g. 3456", minimum=1),
+        workspace_id=_integer(values, "MIXPANEL_WORKSPACE_ID", "the workspace (data view) id, e.g. 3456", minimum=1),
         ingestion_url=_base_url(values, "MIXPANEL_INGESTION_URL", ingestion),
         query_url=_base_url(values, "MIXPANEL_QUERY_URL", query),
         export_url=_base_url(values, "MIXPANEL_EXPORT_URL", export),

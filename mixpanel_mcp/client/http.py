@@ -22,16 +22,17 @@ import anyio
 import httpx2
 
 from mixpanel_mcp import __version__
-from mixpanel_mcp.client.budget import budget_for
-from mixpanel_mcp.client.cache import Stored, request_key, result_cache, ttl_for
+from mixpanel_mcp.client.cache import Stored, request_key, ttl_for
 from mixpanel_mcp.client.errors import (
     Api,
     Credential,
     CredentialMissingError,
+    MixpanelError,
     TransportError,
     UpstreamError,
     error_for_status,
 )
+from mixpanel_mcp.client.state import LocalState, State
 from mixpanel_mcp.config import Settings
 from mixpanel_mcp.text import strip_controls
 
@@ -125,8 +126,10 @@ class MixpanelClient:
         *,
         transport: httpx2.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        state: State | None = None,
     ) -> None:
         self.settings = settings
+        self.state: State = state if state is not None else LocalState()
         self._sleep = sleep
         self._scope = _scope(settings)
         self._transport = transport
@@ -165,13 +168,23 @@ class MixpanelClient:
             Api.IMPORT: s.ingestion_url,
             Api.QUERY: s.query_url + "/query",
             Api.LEXICON: s.query_url + "/app",
+            Api.APP: s.query_url + "/app",
+            Api.GDPR: s.query_url + "/app",
+            Api.FLAGS: s.ingestion_url,
+            Api.LOOKUP: s.ingestion_url,
             Api.EXPORT: s.export_url,
         }[api]
         return base + path
 
-    def credentials(self, api: Api) -> tuple[Credential | None, tuple[str, str] | None, dict[str, Any]]:
-        """(which credential, Basic auth pair, extra query params) for an API family."""
+    def credentials(self, api: Api) -> tuple[Credential | None, tuple[str, str] | str | None, dict[str, Any]]:
+        """(which credential, Basic auth pair or Bearer token, extra query params) for an API family."""
         s = self.settings
+        if api is Api.GDPR:
+            if s.gdpr_token is None:
+                raise CredentialMissingError(api, "Mixpanel's GDPR OAuth token (MIXPANEL_GDPR_TOKEN)")
+            if s.project_token is None:
+                raise CredentialMissingError(api, "MIXPANEL_PROJECT_TOKEN (the GDPR API names the project by its token)")
+            return Credential.GDPR_TOKEN, s.gdpr_token.get_secret_value(), {"token": s.project_token.get_secret_value()}
         if api is Api.INGESTION:
             if s.project_token is None:
                 raise CredentialMissingError(api, "MIXPANEL_PROJECT_TOKEN")
@@ -179,12 +192,12 @@ class MixpanelClient:
         if s.service_account_username and s.service_account_secret:
             auth = (s.service_account_username, s.service_account_secret.get_secret_value())
             params: dict[str, Any] = {}
-            if api is not Api.LEXICON:  # Lexicon carries the project id in its path
+            if api in (Api.QUERY, Api.EXPORT, Api.IMPORT, Api.FLAGS, Api.LOOKUP):  # the app API has it in its paths
                 params["project_id"] = s.project_id
             if api is Api.QUERY and s.workspace_id is not None:
                 params["workspace_id"] = s.workspace_id
             return Credential.SERVICE_ACCOUNT, auth, params
-        if api is Api.LEXICON:
+        if api in (Api.LEXICON, Api.APP):
             raise CredentialMissingError(api, "a service account (MIXPANEL_SERVICE_ACCOUNT_USERNAME/_SECRET)")
         if s.api_secret is not None:
             return Credential.API_SECRET, (s.api_secret.get_secret_value(), ""), {}
@@ -219,20 +232,21 @@ class MixpanelClient:
                 async with self._send(api, path, credential, request, idempotent=idempotent, stream=False, accept=accept) as r:
                     return r
 
-            answer = await result_cache().fetch(request_key(self._scope, request), self._scope, ttl, call)
+            answer = await self.state.fetch(request_key(self._scope, request), self._scope, ttl, call)
             if isinstance(answer, Stored):
-                self._note_cached(api)
+                await self._note_cached(api)
                 return answer.response(request)
             return answer
         write = method not in ("GET", "HEAD") and not cacheable(api, method, path)
         if write:  # what was read before may have changed: forget it (again once the write is done)
-            result_cache().invalidate(self._scope)
+            await self.state.invalidate(self._scope)
         try:
             async with self._send(api, path, credential, request, idempotent=idempotent, stream=False, accept=accept) as r:
                 return r
         finally:
             if write:
-                result_cache().invalidate(self._scope)
+                with anyio.CancelScope(shield=True):
+                    await self.state.invalidate(self._scope)
 
     @asynccontextmanager
     async def stream(
@@ -249,20 +263,25 @@ class MixpanelClient:
         credential, auth, auth_params = self.credentials(api)
         query = {**auth_params, **{k: v for k, v in (params or {}).items() if v is not None}}
         request = self._http.build_request(method, self.url(api, path), params=query, **kwargs)
-        if auth is not None:
+        if isinstance(auth, str):
+            request.headers["Authorization"] = f"Bearer {auth}"
+        elif auth is not None:
             request.headers["Authorization"] = basic_auth(*auth)
         if api is Api.EXPORT:  # the only compression export offers (export.openapi.yaml, Accept-Encoding)
             request.headers["Accept-Encoding"] = "gzip"
         return credential, request
 
-    def _note_cached(self, api: Api) -> None:
+    async def _note_cached(self, api: Api) -> None:
         stats = call_stats.get()
         if stats is None:
             return
         stats.cached = True
-        budget = budget_for(api, self.settings)
-        if budget is not None:
-            stats.budget[api.value] = budget.remaining()
+        try:
+            left = await self.state.remaining(api, self.settings)
+        except MixpanelError:  # the shared counts are out of reach: the answer stands without them
+            left = None
+        if left is not None:
+            stats.budget[api.value] = left
 
     @asynccontextmanager
     async def _send(
@@ -278,24 +297,25 @@ class MixpanelClient:
     ) -> AsyncIterator[httpx2.Response]:
         stats = call_stats.get()
         retry = self.settings.retry
-        budget = budget_for(api, self.settings)
         attempt = 0
+        maybe_applied = False  # an earlier attempt was sent and went unanswered (or answered 5xx)
         while True:
             # Every attempt is a request Mixpanel counts: each one waits for, and spends, the budget.
-            ticket = await budget.acquire(path) if budget is not None else None
+            ticket = await self.state.acquire(api, self.settings, path)
             try:
                 attempt += 1
                 if stats is not None:
                     stats.requests += 1
                     stats.retries += attempt > 1
-                    if budget is not None:
-                        stats.budget[api.value] = budget.remaining()
+                    if ticket is not None:
+                        stats.budget[api.value] = ticket.remaining
                 wait: float | None
                 try:
                     response = await self._http.send(request, stream=stream)
                 except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
                     never_sent = isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout))
                     timed_out = isinstance(exc, httpx2.TimeoutException)
+                    maybe_applied = maybe_applied or not never_sent
                     if attempt > retry.max_retries or not (idempotent or never_sent):
                         raise TransportError(
                             api=api,
@@ -303,6 +323,7 @@ class MixpanelClient:
                             reason=_transport_reason(exc),
                             timed_out=timed_out,
                             attempts=attempt,
+                            maybe_applied=maybe_applied,
                         ) from None
                     wait = None
                 else:
@@ -319,6 +340,7 @@ class MixpanelClient:
                         idempotent or response.status_code in UNAMBIGUOUS_STATUSES
                     )
                     too_long = wait is not None and wait > retry.max_delay
+                    maybe_applied = maybe_applied or response.status_code >= 500
                     if not retryable or too_long or attempt > retry.max_retries:
                         raise error_for_status(response.status_code)(
                             api=api,
@@ -328,11 +350,13 @@ class MixpanelClient:
                             endpoint=path,
                             retry_after=wait,
                             attempts=attempt,
+                            maybe_applied=maybe_applied,
                         )
                     logger.info("%s %s answered %d; retrying", request.method, path, response.status_code)
             finally:
                 if ticket is not None:
-                    ticket.release()
+                    with anyio.CancelScope(shield=True):
+                        await ticket.release()
             await self._sleep(wait if wait is not None else self.backoff(attempt))
 
     def backoff(self, attempt: int) -> float:

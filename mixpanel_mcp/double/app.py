@@ -22,7 +22,19 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mixpanel_mcp.double import events, export, funnels, lexicon, profiles, reports
+from mixpanel_mcp.double import (
+    annotations,
+    events,
+    experiments,
+    export,
+    flags,
+    funnels,
+    gdpr,
+    lexicon,
+    lookup_tables,
+    profiles,
+    reports,
+)
 from mixpanel_mcp.double.contract import Contract, Exchange, contract_from_env, report
 from mixpanel_mcp.double.state import DoubleState, RecordedRequest, decode_body
 
@@ -62,6 +74,8 @@ class Recorder:
         self.state.enter()
         try:
             if fault is not None:
+                while fault.hold is not None and not fault.hold.is_set():
+                    await anyio.sleep(0.02)
                 if fault.delay:
                     await anyio.sleep(fault.delay)
                 if fault.drop:
@@ -185,7 +199,7 @@ async def _respond(send: Send, status: int, body: Any, headers: dict[str, str]) 
 def build_app(state: DoubleState, contract: Contract | None = None) -> ASGIApp:
     """The double; held to Mixpanel's specs when `contract` is given or MIXPANEL_OPENAPI_DIR is set."""
     routes: list[Route] = []
-    for module in (profiles, events, reports, funnels, export, lexicon):
+    for module in (profiles, events, reports, funnels, export, lexicon, annotations, flags, experiments, lookup_tables, gdpr):
         routes.extend(module.routes(state))
     return Recorder(Starlette(routes=routes), state, contract)
 

@@ -50,6 +50,9 @@ class RecordedRequest:
 class Fault:
     """Answer the next `times` matching requests with `status` (and `body`), or stall for `delay` seconds.
 
+    With `hold`, each matching request also waits until the test sets that event: a test that needs requests
+    in flight waits on what happens, not on a stall sized for an idle machine.
+
     With `drop`, the request is processed as usual (its data is stored) and the connection is then cut
     before the answer's body: the client cannot tell whether it arrived.
     """
@@ -62,6 +65,7 @@ class Fault:
     delay: float = 0.0
     method: str | None = None
     drop: bool = False
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -73,6 +77,8 @@ class Project:
     sa_username: str = "bot.abc123.mp-service-account"
     sa_secret: str = "test-sa-secret"
     api_secret: str = "test-api-secret"
+    workspace_id: int = 5678
+    gdpr_token: str = "test-gdpr-token"
 
 
 class DoubleState:
@@ -109,15 +115,22 @@ class DoubleState:
                 {"id": 1000, "name": "Power users", "count": 150, "description": "", "created": "2026-01-01 10:00:00", "is_visible": 1, "project_id": self.project.project_id}
             ]
             self.bookmarks: dict[int, dict[str, Any]] = {}
+            self.annotations: dict[int, dict[str, Any]] = {}  # id -> {id, date, description, user, tags: [tag id]}
+            self.annotation_tags: dict[int, dict[str, Any]] = {}  # id -> {id, name, project_id}
+            self.flags: dict[str, dict[str, Any]] = {}  # id (uuid) -> the flag as the management API answers it
+            self.experiments: dict[str, dict[str, Any]] = {}  # id (uuid) -> the experiment, plus "archived"
+            self.lookup_tables: dict[str, dict[str, Any]] = {}  # id (uuid) -> {id, name, header, rows}
+            self.gdpr_jobs: dict[str, dict[str, Any]] = {}  # tracking id -> {kind, status, distinct_ids, ...}
             self.in_flight = 0
             self.max_in_flight = 0
 
     # -- what tests use ------------------------------------------------------------------
 
     def fail(self, path: str, status: int = 500, *, times: int = 1, body: Any = None, headers: dict[str, str] | None = None,
-             delay: float = 0.0, method: str | None = None, drop: bool = False) -> None:
+             delay: float = 0.0, method: str | None = None, drop: bool = False,
+             hold: threading.Event | None = None) -> None:
         with self._lock:
-            self.faults.append(Fault(path, status, body, headers or {}, times, delay, method, drop))
+            self.faults.append(Fault(path, status, body, headers or {}, times, delay, method, drop, hold))
 
     def received(self, path: str | None = None) -> list[RecordedRequest]:
         with self._lock:

@@ -198,6 +198,7 @@ class ExportProfiles(Args):
     filter_by_cohort: optional(Annotated[int, Field(ge=1, description="Cohort id.")]) = None
     session_id: optional(Annotated[Name, Field(description="From an earlier answer, to keep paging.")]) = None
     page: optional(Annotated[int, Field(ge=0, description="0-based; >0 needs session_id.")]) = None
+    skip: optional(Annotated[int, Field(ge=0, description="From an earlier answer: profiles of that page already read.")]) = None
     limit: optional(Limit) = Field(None, ge=1)
     output_file: optional(OutputFile) = None
 
@@ -207,10 +208,10 @@ class ExportProfiles(Args):
             raise PydanticCustomError(
                 "one_selector", "give distinct_id or distinct_ids, not both", {"example": 'distinct_ids=["u1","u2"]'}
             )
-        if self.page and self.session_id is None:
+        if (self.page or self.skip) and self.session_id is None:
             raise PydanticCustomError(
                 "session_required",
-                "page > 0 needs the session_id of the first page",
+                "page > 0 needs the session_id of the first page; so does skip",
                 {"example": "session_id from the earlier answer"},
             )
         if self.output_file is None and self.limit is not None and self.limit > PROFILES_MAX:
@@ -230,7 +231,8 @@ async def profiles(run: Run, args: ExportProfiles) -> Result:
     _local(run, args.output_file)
     limit = args.limit or (PROFILES_INLINE if args.output_file is None else sys.maxsize)
     found = await query_profiles(
-        run.client, **args.model_dump(exclude={"operation", "limit"}), limit=limit, progress=_progress(run, "profiles")
+        run.client, **args.model_dump(exclude={"operation", "limit", "skip"}), skip=args.skip or 0, limit=limit,
+        progress=_progress(run, "profiles"),
     )
     kind = "group profile(s)" if args.data_group_id else "profile(s)"
     of_total = f" of {found.total:,}" if isinstance(found.total, int) else ""
@@ -250,7 +252,11 @@ async def profiles(run: Run, args: ExportProfiles) -> Result:
     if found.more:
         if found.resume_page is not None:
             data["next_page"] = found.resume_page
-            how = f"continue with session_id={found.session_id} page={found.resume_page}, raise limit or narrow where"
+            data["continue_with"] = {"session_id": found.session_id, "page": found.resume_page, "skip": found.resume_skip}
+            how = (
+                f"continue with session_id={found.session_id} page={found.resume_page} skip={found.resume_skip} "
+                "(the same where and selectors), raise limit or narrow where"
+            )
         else:
             how = "raise limit or narrow where"
         summary += f" Read {count:,}; more may exist — {how}."
