@@ -25,6 +25,7 @@ from mixpanel_mcp.client.errors import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
+    SharedStateUnavailableError,
     TransportError,
     UpstreamError,
 )
@@ -81,7 +82,12 @@ def describe_error(exc: MixpanelError) -> str:
     if isinstance(exc, CredentialMissingError):
         return f"This operation needs {exc.needed}, which is not configured: set it in the server's environment."
     if isinstance(exc, TransportError):
-        what = "did not answer in time" if exc.timed_out else "could not be reached"
+        if exc.timed_out:
+            what = "did not answer in time"
+        elif exc.maybe_applied:
+            what = "gave no answer to a request it received"
+        else:
+            what = "could not be reached"
         return (
             f"Mixpanel ({exc.api} API, {exc.endpoint}) {what} ({exc.reason}) after {exc.attempts} attempt(s). "
             "Try again in a minute; if it persists, check the network and MIXPANEL_REGION / the *_URL settings."
@@ -93,6 +99,18 @@ def describe_error(exc: MixpanelError) -> str:
             f"this server so that Mixpanel never has to refuse). It can run again in {_duration(exc.retry_after)} "
             f"(at {_clock(exc.until)} UTC). Until then, repeat a question already asked (answered from cache), "
             "or combine questions into fewer queries."
+        )
+    if isinstance(exc, SharedStateUnavailableError):
+        if exc.what == "rate limiter":
+            return (
+                f"Not sent: the shared rate limiter (Redis, which counts Mixpanel's limits for every replica of this "
+                f"server) is unavailable ({exc.reason}). Requests are never sent uncounted. Try again in a minute: "
+                "the server reconnects by itself."
+            )
+        return (
+            f"Not done: the shared {exc.what} (Redis, which every replica of this server uses) is unavailable "
+            f"({exc.reason}), so the confirmation cannot be checked. Nothing was sent to Mixpanel; the code stays "
+            "valid until it expires: try again in a minute."
         )
     if isinstance(exc, OutputFileError):
         if exc.disabled:

@@ -74,6 +74,7 @@ async def test_events_request_filters_and_summary(double, env):
         "where": 'properties["country"] == "US"',
     }
     assert first.basic_auth == (SA_USER, SA_SECRET)
+    assert first.headers["accept-encoding"] == "gzip"  # export offers gzip only (export.openapi.yaml)
     assert first.body == b""
     expected = [line(e) for e in double.events[:3]]
     assert data["events"] == expected

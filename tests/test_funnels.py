@@ -1,5 +1,6 @@
 """funnels: list saved funnels and run one, end to end over stdio against the double's computed funnels."""
 
+import httpx2
 import pytest
 
 from tests.conftest import PROJECT_ID, SA_SECRET, SA_USER, error_text, server_env, stdio_client, stored_event, structured
@@ -213,3 +214,13 @@ async def test_overall_figures_count_each_user_once_and_a_split_range_says_it_su
     assert [s["count"] for s in data["steps"]] == [3, 2, 2]
     assert data["counted"].startswith("entries summed over 2 day buckets")
     assert "entries summed over 2 buckets" in daily.content[0].text
+
+
+async def test_the_double_answers_step_times_as_the_spec_types_them(double, double_url):
+    """avg_time is null for step 0 (query.openapi.yaml says so); avg_time_from_start is an integer on every step."""
+    add_checkout_events(double)
+    answer = httpx2.get(f"{double_url}/api/query/funnels", auth=(SA_USER, SA_SECRET), params={
+        "project_id": PROJECT_ID, "funnel_id": 42, "from_date": "2026-01-05", "to_date": "2026-01-05"})
+    steps = answer.json()["data"]["2026-01-05"]["steps"]
+    assert [s["avg_time"] for s in steps] == [None, 300 // 2 + 79_200 // 2, 1_500]
+    assert all(isinstance(s["avg_time_from_start"], int) for s in steps) and steps[0]["avg_time_from_start"] == 0

@@ -147,7 +147,7 @@ def test_an_oversized_body_is_refused(double, hosted):
 
 
 @pytest.mark.asyncio
-async def test_an_agent_gets_only_its_share_of_calls_in_flight(double, hosted):
+async def test_an_agent_over_its_cap_waits_its_turn_and_is_refused_only_when_too_many_wait(double, hosted):
     double.fail("/api/query/events/names", 0, delay=1.5, times=1)  # the first call stalls 1.5 s
     results: dict[str, object] = {}
 
@@ -158,14 +158,22 @@ async def test_an_agent_gets_only_its_share_of_calls_in_flight(double, hosted):
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(call, "slow-1", SLOW, 0)
-        tg.start_soon(call, "slow-2", SLOW, 0.5)  # while slow-1 is in flight
+        # While slow-1 is in flight (its cap is 1): four wait their turn (4 per slot), the sixth is refused.
+        for i in range(2, 7):
+            tg.start_soon(call, f"slow-{i}", SLOW, 0.5)
         tg.start_soon(call, "reporter", READER, 0.5)  # another agent is not held back
-    assert structured(results["slow-1"])["names"] == []
-    assert error_text(results["slow-2"]).startswith(
-        "Too many calls at once: this agent already has 1 call(s) in progress (limit 1)."
+    outcomes = [results[f"slow-{i}"] for i in range(1, 7)]
+    refused = [r for r in outcomes if r.is_error]
+    assert len(refused) == 1
+    assert error_text(refused[0]).startswith(
+        "Too many calls at once: this agent already has 1 call(s) in progress (limit 1), and 4 more are already "
+        "waiting for a turn. Nothing was sent to Mixpanel"
     )
+    for result in outcomes:
+        if not result.is_error:
+            assert structured(result)["names"] == []
     structured(results["reporter"])
-    assert len(double.received("/api/query/events/names")) == 2
+    assert len(double.received("/api/query/events/names")) == 6  # five of slow's calls and reporter's
     async with http_client(hosted.url, SLOW) as client:  # the slot is free again
         structured(await client.call_tool("events", {"operation": "names"}))
 

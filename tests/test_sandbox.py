@@ -28,7 +28,7 @@ from mixpanel_mcp.double.seed import FUNNEL_PURCHASE, generate
 from mixpanel_mcp.double.state import DoubleState
 from mixpanel_mcp.double.store import SqliteStore
 from mixpanel_mcp.tools import ALL_GROUPS
-from tests.conftest import NO_CONFIRM, error_text, structured
+from tests.conftest import NO_CONFIRM, error_text, keep_contract_mode, structured
 from tests.harness import http_client, http_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ DAY = dt.timedelta(days=1)
 
 
 def no_credentials() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("MIXPANEL_")}
+    return keep_contract_mode({k: v for k, v in os.environ.items() if not k.startswith("MIXPANEL_")})
 
 
 @asynccontextmanager

@@ -12,6 +12,7 @@
     │   └── ServerError             5xx after retries
     ├── TransportError              no usable answer: connection failed or timed out (after retries)
     ├── BudgetExhaustedError        not sent: this project's rate budget (counted here) is spent for now
+    ├── SharedStateUnavailableError not sent: the state the replicas share (Redis) cannot be reached
     └── OutputFileError             not sent, or stopped: the output file cannot be written here
 """
 
@@ -65,6 +66,7 @@ class UpstreamError(MixpanelError):
         endpoint: str,
         retry_after: float | None = None,
         attempts: int = 1,
+        maybe_applied: bool | None = None,
     ) -> None:
         super().__init__(f"{endpoint} answered {status}: {detail or 'no detail'}")
         self.api = api
@@ -74,6 +76,9 @@ class UpstreamError(MixpanelError):
         self.endpoint = endpoint
         self.retry_after = retry_after
         self.attempts = attempts
+        # Whether Mixpanel may have applied the request: a 5xx may come after the work was done, and so may
+        # any answer to a retry whose earlier attempt went unanswered.
+        self.maybe_applied = status >= 500 if maybe_applied is None else maybe_applied
 
 
 class BadRequestError(UpstreamError):
@@ -107,13 +112,16 @@ class ServerError(UpstreamError):
 class TransportError(MixpanelError):
     """No answer that could be used: the connection failed, or Mixpanel did not answer in time."""
 
-    def __init__(self, *, api: Api, endpoint: str, reason: str, timed_out: bool, attempts: int) -> None:
+    def __init__(
+        self, *, api: Api, endpoint: str, reason: str, timed_out: bool, attempts: int, maybe_applied: bool = True
+    ) -> None:
         super().__init__(f"{endpoint}: {reason}")
         self.api = api
         self.endpoint = endpoint
         self.reason = reason
         self.timed_out = timed_out
         self.attempts = attempts
+        self.maybe_applied = maybe_applied  # False only when no attempt ever reached Mixpanel
 
 
 class BudgetExhaustedError(MixpanelError):
@@ -129,6 +137,16 @@ class BudgetExhaustedError(MixpanelError):
         self.limit = limit
         self.retry_after = retry_after
         self.until = until
+
+
+class SharedStateUnavailableError(MixpanelError):
+    """The state the replicas share (Redis) cannot be reached, so a call that needs it is not made: the rate
+    limiter (never an unmetered request to Mixpanel) or the record of spent confirmation codes."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"the shared {what} is unavailable: {reason}")
+        self.what = what  # "rate limiter", "confirmation record"
+        self.reason = reason
 
 
 class OutputFileError(MixpanelError):

@@ -22,16 +22,17 @@ import anyio
 import httpx2
 
 from mixpanel_mcp import __version__
-from mixpanel_mcp.client.budget import budget_for
-from mixpanel_mcp.client.cache import Stored, request_key, result_cache, ttl_for
+from mixpanel_mcp.client.cache import Stored, request_key, ttl_for
 from mixpanel_mcp.client.errors import (
     Api,
     Credential,
     CredentialMissingError,
+    MixpanelError,
     TransportError,
     UpstreamError,
     error_for_status,
 )
+from mixpanel_mcp.client.state import LocalState, State
 from mixpanel_mcp.config import Settings
 from mixpanel_mcp.text import strip_controls
 
@@ -125,8 +126,10 @@ class MixpanelClient:
         *,
         transport: httpx2.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        state: State | None = None,
     ) -> None:
         self.settings = settings
+        self.state: State = state if state is not None else LocalState()
         self._sleep = sleep
         self._scope = _scope(settings)
         self._transport = transport
@@ -229,20 +232,21 @@ class MixpanelClient:
                 async with self._send(api, path, credential, request, idempotent=idempotent, stream=False, accept=accept) as r:
                     return r
 
-            answer = await result_cache().fetch(request_key(self._scope, request), self._scope, ttl, call)
+            answer = await self.state.fetch(request_key(self._scope, request), self._scope, ttl, call)
             if isinstance(answer, Stored):
-                self._note_cached(api)
+                await self._note_cached(api)
                 return answer.response(request)
             return answer
         write = method not in ("GET", "HEAD") and not cacheable(api, method, path)
         if write:  # what was read before may have changed: forget it (again once the write is done)
-            result_cache().invalidate(self._scope)
+            await self.state.invalidate(self._scope)
         try:
             async with self._send(api, path, credential, request, idempotent=idempotent, stream=False, accept=accept) as r:
                 return r
         finally:
             if write:
-                result_cache().invalidate(self._scope)
+                with anyio.CancelScope(shield=True):
+                    await self.state.invalidate(self._scope)
 
     @asynccontextmanager
     async def stream(
@@ -263,16 +267,21 @@ class MixpanelClient:
             request.headers["Authorization"] = f"Bearer {auth}"
         elif auth is not None:
             request.headers["Authorization"] = basic_auth(*auth)
+        if api is Api.EXPORT:  # the only compression export offers (export.openapi.yaml, Accept-Encoding)
+            request.headers["Accept-Encoding"] = "gzip"
         return credential, request
 
-    def _note_cached(self, api: Api) -> None:
+    async def _note_cached(self, api: Api) -> None:
         stats = call_stats.get()
         if stats is None:
             return
         stats.cached = True
-        budget = budget_for(api, self.settings)
-        if budget is not None:
-            stats.budget[api.value] = budget.remaining()
+        try:
+            left = await self.state.remaining(api, self.settings)
+        except MixpanelError:  # the shared counts are out of reach: the answer stands without them
+            left = None
+        if left is not None:
+            stats.budget[api.value] = left
 
     @asynccontextmanager
     async def _send(
@@ -288,24 +297,25 @@ class MixpanelClient:
     ) -> AsyncIterator[httpx2.Response]:
         stats = call_stats.get()
         retry = self.settings.retry
-        budget = budget_for(api, self.settings)
         attempt = 0
+        maybe_applied = False  # an earlier attempt was sent and went unanswered (or answered 5xx)
         while True:
             # Every attempt is a request Mixpanel counts: each one waits for, and spends, the budget.
-            ticket = await budget.acquire(path) if budget is not None else None
+            ticket = await self.state.acquire(api, self.settings, path)
             try:
                 attempt += 1
                 if stats is not None:
                     stats.requests += 1
                     stats.retries += attempt > 1
-                    if budget is not None:
-                        stats.budget[api.value] = budget.remaining()
+                    if ticket is not None:
+                        stats.budget[api.value] = ticket.remaining
                 wait: float | None
                 try:
                     response = await self._http.send(request, stream=stream)
                 except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
                     never_sent = isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout))
                     timed_out = isinstance(exc, httpx2.TimeoutException)
+                    maybe_applied = maybe_applied or not never_sent
                     if attempt > retry.max_retries or not (idempotent or never_sent):
                         raise TransportError(
                             api=api,
@@ -313,6 +323,7 @@ class MixpanelClient:
                             reason=_transport_reason(exc),
                             timed_out=timed_out,
                             attempts=attempt,
+                            maybe_applied=maybe_applied,
                         ) from None
                     wait = None
                 else:
@@ -329,6 +340,7 @@ class MixpanelClient:
                         idempotent or response.status_code in UNAMBIGUOUS_STATUSES
                     )
                     too_long = wait is not None and wait > retry.max_delay
+                    maybe_applied = maybe_applied or response.status_code >= 500
                     if not retryable or too_long or attempt > retry.max_retries:
                         raise error_for_status(response.status_code)(
                             api=api,
@@ -338,11 +350,13 @@ class MixpanelClient:
                             endpoint=path,
                             retry_after=wait,
                             attempts=attempt,
+                            maybe_applied=maybe_applied,
                         )
                     logger.info("%s %s answered %d; retrying", request.method, path, response.status_code)
             finally:
                 if ticket is not None:
-                    ticket.release()
+                    with anyio.CancelScope(shield=True):
+                        await ticket.release()
             await self._sleep(wait if wait is not None else self.backoff(attempt))
 
     def backoff(self, attempt: int) -> float:
