@@ -82,7 +82,12 @@ def describe_error(exc: MixpanelError) -> str:
     if isinstance(exc, CredentialMissingError):
         return f"This operation needs {exc.needed}, which is not configured: set it in the server's environment."
     if isinstance(exc, TransportError):
-        what = "did not answer in time" if exc.timed_out else "could not be reached"
+        if exc.timed_out:
+            what = "did not answer in time"
+        elif exc.maybe_applied:
+            what = "gave no answer to a request it received"
+        else:
+            what = "could not be reached"
         return (
             f"Mixpanel ({exc.api} API, {exc.endpoint}) {what} ({exc.reason}) after {exc.attempts} attempt(s). "
             "Try again in a minute; if it persists, check the network and MIXPANEL_REGION / the *_URL settings."

@@ -480,3 +480,42 @@ async def test_insert_ids_are_stable_and_derived_from_content():
     assert one != two and one == three  # key order does not matter; occurrence does
     content = {k: v for k, v in json.loads(first)["properties"].items() if k != "$insert_id"}
     assert one == ingest.derive_insert_id(record["event"], content) and two == ingest.derive_insert_id(record["event"], content, 1)
+
+
+# -- ambiguous outcomes are reported as such, with exact counts -------------------------------------
+
+
+async def test_an_import_that_ends_unconfirmed_says_it_was_sent_and_is_safe_to_resend(double, env):
+    n = 3000  # two batches, each stored by the double and then cut off, every retry too
+    events = [event(i) for i in range(n)]
+    double.fail("/import", drop=True, times=100)
+    async with stdio_client({**env, "MIXPANEL_MAX_RETRIES": "1", "MIXPANEL_RETRY_BASE_DELAY": "0"}) as client:
+        result = await client.call_tool("track", {"operation": "import", "events": events})
+    assert not result.is_error, result.content[0].text
+    data = structured(result)
+    assert (data["events_sent"], data["stored"]) == (n, 0)
+    assert data["unconfirmed"] == {"count": n, "ranges": [f"0-{n - 1}"]}
+    assert "not_stored" not in data
+    text = result.content[0].text
+    assert "could not be reached" not in text
+    assert f"{n:,} sent but unconfirmed" in text and "deduplicated by $insert_id" in text
+    assert len(double.events) == n  # what was reported as unconfirmed is in fact stored
+
+
+async def test_a_refusal_after_an_unanswered_attempt_counts_the_batch_unconfirmed_not_unsent(double, env):
+    # The first attempt is stored and its answer lost; the retry is refused with a wait too long to sleep
+    # through. The batch may well be stored (here it is): "not stored" would be a wrong count.
+    n = 2000  # one batch, so both faults meet the same request
+    events = [event(i) for i in range(n)]
+    double.fail("/import", drop=True)
+    double.fail("/import", 429, headers={"Retry-After": "3600"})
+    async with stdio_client({**env, "MIXPANEL_RETRY_BASE_DELAY": "0"}) as client:
+        result = await client.call_tool("track", {"operation": "import", "events": events})
+    data = structured(result)
+    stored_at_double = len(double.events)
+    unconfirmed = data.get("unconfirmed", {}).get("count", 0)
+    not_stored = data.get("not_stored", {}).get("count", 0)
+    assert data["stored"] + unconfirmed + not_stored == n
+    assert data["stored"] <= stored_at_double <= data["stored"] + unconfirmed  # exact: nothing stored is called unsent
+    assert (stored_at_double, unconfirmed, not_stored) == (n, n, 0)
+    assert "rate limit" in data["stopped_by"]

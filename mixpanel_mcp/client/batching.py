@@ -28,7 +28,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from mixpanel_mcp.client.errors import MixpanelError, PayloadTooLargeError, ServerError, TransportError
+from mixpanel_mcp.client.errors import MixpanelError, PayloadTooLargeError
 from mixpanel_mcp.client.http import MixpanelClient, call_stats
 
 logger = logging.getLogger(__name__)
@@ -297,7 +297,8 @@ class _Run:
             self.mark(Status.FAILED, items)
             self.detail(self.failed, items[0], {"field": None, "message": "too large for a request on its own (413)"})
         elif isinstance(outcome, MixpanelError):
-            if isinstance(outcome, (ServerError, TransportError)):
+            # Whatever the last answer, a request that may have reached Mixpanel earlier may be stored.
+            if getattr(outcome, "maybe_applied", False):
                 self.ambiguous(items)
             else:
                 self.mark(Status.NOT_STORED, items)

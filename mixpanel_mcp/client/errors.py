@@ -66,6 +66,7 @@ class UpstreamError(MixpanelError):
         endpoint: str,
         retry_after: float | None = None,
         attempts: int = 1,
+        maybe_applied: bool | None = None,
     ) -> None:
         super().__init__(f"{endpoint} answered {status}: {detail or 'no detail'}")
         self.api = api
@@ -75,6 +76,9 @@ class UpstreamError(MixpanelError):
         self.endpoint = endpoint
         self.retry_after = retry_after
         self.attempts = attempts
+        # Whether Mixpanel may have applied the request: a 5xx may come after the work was done, and so may
+        # any answer to a retry whose earlier attempt went unanswered.
+        self.maybe_applied = status >= 500 if maybe_applied is None else maybe_applied
 
 
 class BadRequestError(UpstreamError):
@@ -108,13 +112,16 @@ class ServerError(UpstreamError):
 class TransportError(MixpanelError):
     """No answer that could be used: the connection failed, or Mixpanel did not answer in time."""
 
-    def __init__(self, *, api: Api, endpoint: str, reason: str, timed_out: bool, attempts: int) -> None:
+    def __init__(
+        self, *, api: Api, endpoint: str, reason: str, timed_out: bool, attempts: int, maybe_applied: bool = True
+    ) -> None:
         super().__init__(f"{endpoint}: {reason}")
         self.api = api
         self.endpoint = endpoint
         self.reason = reason
         self.timed_out = timed_out
         self.attempts = attempts
+        self.maybe_applied = maybe_applied  # False only when no attempt ever reached Mixpanel
 
 
 class BudgetExhaustedError(MixpanelError):

@@ -336,7 +336,9 @@ async def _read_export(
             timed_out = isinstance(exc, httpx2.TimeoutException)
             reason = "no data arrived in time" if timed_out else "the connection closed mid-stream"
             if not summary.count:
-                raise TransportError(api=Api.EXPORT, endpoint="/export", reason=reason, timed_out=timed_out, attempts=1) from None
+                raise TransportError(
+                    api=Api.EXPORT, endpoint="/export", reason=reason, timed_out=timed_out, attempts=1, maybe_applied=False
+                ) from None
             read.interrupted = reason
 
 

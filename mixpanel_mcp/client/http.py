@@ -267,6 +267,8 @@ class MixpanelClient:
             request.headers["Authorization"] = f"Bearer {auth}"
         elif auth is not None:
             request.headers["Authorization"] = basic_auth(*auth)
+        if api is Api.EXPORT:  # the only compression export offers (export.openapi.yaml, Accept-Encoding)
+            request.headers["Accept-Encoding"] = "gzip"
         return credential, request
 
     async def _note_cached(self, api: Api) -> None:
@@ -296,6 +298,7 @@ class MixpanelClient:
         stats = call_stats.get()
         retry = self.settings.retry
         attempt = 0
+        maybe_applied = False  # an earlier attempt was sent and went unanswered (or answered 5xx)
         while True:
             # Every attempt is a request Mixpanel counts: each one waits for, and spends, the budget.
             ticket = await self.state.acquire(api, self.settings, path)
@@ -312,6 +315,7 @@ class MixpanelClient:
                 except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
                     never_sent = isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout))
                     timed_out = isinstance(exc, httpx2.TimeoutException)
+                    maybe_applied = maybe_applied or not never_sent
                     if attempt > retry.max_retries or not (idempotent or never_sent):
                         raise TransportError(
                             api=api,
@@ -319,6 +323,7 @@ class MixpanelClient:
                             reason=_transport_reason(exc),
                             timed_out=timed_out,
                             attempts=attempt,
+                            maybe_applied=maybe_applied,
                         ) from None
                     wait = None
                 else:
@@ -335,6 +340,7 @@ class MixpanelClient:
                         idempotent or response.status_code in UNAMBIGUOUS_STATUSES
                     )
                     too_long = wait is not None and wait > retry.max_delay
+                    maybe_applied = maybe_applied or response.status_code >= 500
                     if not retryable or too_long or attempt > retry.max_retries:
                         raise error_for_status(response.status_code)(
                             api=api,
@@ -344,6 +350,7 @@ class MixpanelClient:
                             endpoint=path,
                             retry_after=wait,
                             attempts=attempt,
+                            maybe_applied=maybe_applied,
                         )
                     logger.info("%s %s answered %d; retrying", request.method, path, response.status_code)
             finally:
