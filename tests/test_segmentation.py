@@ -282,3 +282,36 @@ async def test_insights_adds_up_counts_only(double, env):
     text = result.content[0].text
     assert "Signup funnel (total 120)" in text and "120.65" not in text
     assert "Average of amount (mean of periods 40, range 30 to 50)" in text
+
+
+async def test_an_empty_report_names_the_likely_misspelling_instead_of_a_page_of_zeros(double, env):
+    import datetime as dt
+    import time as clock
+
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    double.events.extend(
+        stored_event("Signed up", f"u{i}", clock.time() - 86_400, country="US") for i in range(3)
+    )
+    week = {"from_date": str(yesterday - dt.timedelta(days=6)), "to_date": str(yesterday)}
+    future = {"from_date": str(yesterday + dt.timedelta(days=30)), "to_date": str(yesterday + dt.timedelta(days=31))}
+    async with stdio_client(env) as client:
+        misspelled = await client.call_tool("segmentation", {"operation": "segment", "event": "Signup", **week})
+        again = await client.call_tool("segmentation", {"operation": "segment", "event": "Signup", **week})
+        wrong_property = await client.call_tool(
+            "segmentation", {"operation": "segment", "event": "Signed up", "on": 'properties["contry"]', **week}
+        )
+        ahead = await client.call_tool("segmentation", {"operation": "segment", "event": "Signed up", **future})
+        counted = await client.call_tool("events", {"operation": "counts", "event": ["Sign up"], **week})
+
+    text = misspelled.content[0].text
+    assert text.startswith("The project has no event named 'Signup' (checked against its names of the last 31 days).")
+    assert "Did you mean 'Signed up'?" in text
+    data = structured(misspelled)
+    assert data["empty"] is True and "mixpanel" not in data
+    assert len(text) < 1000  # no page of zeros
+    assert structured(again)["likely_cause"] == data["likely_cause"]
+    assert len(double.received("/api/query/events/names")) == 1  # the names are kept, not asked for again
+    assert "no property of 'Signed up' named 'contry'" in wrong_property.content[0].text
+    assert "Did you mean 'country'?" in wrong_property.content[0].text
+    assert ahead.content[0].text.startswith(f"The range {future['from_date']}..{future['to_date']} lies in the future")
+    assert "Did you mean 'Signed up'?" in counted.content[0].text

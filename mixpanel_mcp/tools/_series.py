@@ -198,6 +198,12 @@ def series_result(
     `period` (unit, from_date, to_date) lets the answer say which buckets are not a whole unit.
     """
     data = ranked_series(raw, additive=type != "average")
+    if not any(number(v) for s in data["segments"] for v in s["values"].values()):
+        # Nothing but zeros: no page of them. The caller checks the names (tools/_empty.py).
+        dates = data["dates"]
+        span = f" from {dates[0]} to {dates[-1]}" if dates else ""
+        data = {"dates": dates[:1] + dates[-1:], "empty": True, "segments": [s["segment"] for s in data["segments"]]}
+        return Result(f"{head}{span}: nothing counted (every period is 0).", {**fields, **data}, narrow_hint=NARROW_HINT)
     summary = series_summary(data, head=head, type=type, segmented=segmented, what=what)
     if period is not None and data["segments"]:
         partial = partial_periods(data["dates"], *period)

@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from mixpanel_mcp.client import query
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
+from mixpanel_mcp.tools._empty import explain_if_empty
 from mixpanel_mcp.tools._params import CountType, EventName, EventNames, FromDate, StringList, ToDate, check_order, optional
 from mixpanel_mcp.tools._series import fmt, listed, number, series_result
 
@@ -116,7 +117,8 @@ async def counts(run: Run, args: Counts) -> Result:
     raw = await query.event_counts(run.client, **args.model_dump(exclude={"operation"}))
     fields = {"type": args.type, "unit": args.unit}
     period = (args.unit, args.from_date, args.to_date)
-    return series_result(raw, fields, head=f"Event counts {_period_text(args)}", type=args.type, what="event", period=period)
+    result = series_result(raw, fields, head=f"Event counts {_period_text(args)}", type=args.type, what="event", period=period)
+    return await explain_if_empty(run, result, events=args.event, from_date=args.from_date, to_date=args.to_date)
 
 
 @group.operation("properties", Properties, access=Access.READ, needs=Needs.QUERY, summary="top property names")
@@ -146,4 +148,7 @@ async def property_counts(run: Run, args: PropertyCounts) -> Result:
     head = f"{args.event} by {args.name}, {_period_text(args)}"
     fields = {"event": args.event, "name": args.name, "type": args.type}
     period = (args.unit, args.from_date, args.to_date)
-    return series_result(raw, fields, head=head, type=args.type, what="value", period=period)
+    result = series_result(raw, fields, head=head, type=args.type, what="value", period=period)
+    return await explain_if_empty(
+        run, result, events=[args.event], on=f'properties["{args.name}"]', from_date=args.from_date, to_date=args.to_date
+    )

@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 
 from mixpanel_mcp.client import query
 from mixpanel_mcp.tools._base import Access, Needs, Result, Run, ToolGroup
+from mixpanel_mcp.tools._empty import explain_if_empty
 from mixpanel_mcp.tools._params import DateRange, On, Where, top_limit
 
 group = ToolGroup(
@@ -68,11 +69,15 @@ class FrequencyQuery(DateRange):
 async def query_retention(run: Run, args: RetentionQuery) -> Result:
     body = await query.retention(run.client, **args.model_dump(exclude={"operation"}))
     data = retention_table(body if isinstance(body, dict) else {}, args)
-    return Result(
+    if not data["overall"]["size"]:
+        data["empty"] = True
+    result = Result(
         summary=_retention_sentence(data, args),
         data=data,
         narrow_hint="narrow from_date/to_date, use a larger unit, or lower interval_count",
     )
+    named = [e for e in (args.born_event, args.event) if e]
+    return await explain_if_empty(run, result, events=named, from_date=args.from_date, to_date=args.to_date)
 
 
 @group.operation(
