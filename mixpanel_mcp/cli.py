@@ -264,6 +264,8 @@ def serve(
         instructions=sandbox.instructions() if sandbox is not None else None,
         check_at_start=sandbox is None and os.environ.get("MIXPANEL_STARTUP_CHECK", "1") != "0",
     )
+    if sandbox is not None:
+        sandbox.add_reports_resource(server)
     if args.transport == "stdio":
         server.run()
         return

@@ -148,7 +148,19 @@ def describe_error(exc: MixpanelError) -> str:
         return f"Mixpanel found nothing at {exc.endpoint} (404).{said} Check the id or name you gave."
     if isinstance(exc, BadRequestError) and exc.status == 200:
         return f"Mixpanel accepted the request but stored nothing ({exc.endpoint}).{said} Fix the data and send again."
-    return f"Mixpanel rejected the request ({exc.status} on {exc.endpoint}).{said} Fix the arguments; do not retry as is."
+    return (
+        f"Mixpanel rejected the request ({exc.status} on {exc.endpoint}).{said} Fix the arguments; do not retry as is."
+        + _WHERE_TO_FIND.get(exc.endpoint, "")
+    )
+
+
+# Ids an agent cannot guess: where to find them, for a refusal of the endpoint that takes them.
+_WHERE_TO_FIND = {
+    "/insights": (
+        " A saved report's bookmark_id is the number after report- in the report's URL in Mixpanel (Mixpanel's API "
+        "cannot list saved reports); the sandbox lists its own in the mixpanel://reports resource."
+    ),
+}
 
 
 def _duration(seconds: float | None) -> str:

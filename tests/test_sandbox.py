@@ -200,6 +200,11 @@ async def test_seeded_project_answers_like_mixpanel(tmp_path):
         assert listed == {tuple(json.loads(key)) for key in stored_rows(folder, "schemas")}
         assert ("profile", "$user") in listed and ("event", "Purchased") in listed
 
+        # The saved reports are listed where an agent can find them.
+        uris = [str(r.uri) for r in (await client.list_resources()).resources]
+        assert "mixpanel://reports" in uris
+        listing = json.loads((await client.read_resource("mixpanel://reports")).contents[0].text)
+        assert [r["bookmark_id"] for r in listing["reports"]] == [3001] and listing["reports"][0]["name"]
         report = await client.call_tool("insights", {"bookmark_id": 3001})
         four_weeks = [e for e in events if day_of(e) > today - 28 * DAY]
         data = structured(report)

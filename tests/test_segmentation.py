@@ -184,6 +184,7 @@ async def test_insights_runs_a_saved_report(double, env):
         "Insights report 555, 2026-02-02 to 2026-02-15: 2 series; top: Viewed page (total 21,678), Logged in (total 14,177)."
     )
     assert "bookmark_id 999 not found" in error_text(missing) and "400" in error_text(missing)
+    assert "the number after report- in the report's URL in Mixpanel" in error_text(missing)
     assert "bookmark_id" in error_text(invalid) and "nothing was sent" in error_text(invalid)
 
 
