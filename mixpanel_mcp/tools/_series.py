@@ -1,7 +1,8 @@
 """Shaping of the Query API's report answers, shared by the report tools.
 
 Numbers are printed the same way everywhere, Mixpanel's {"data": {"series", "values"}} answers become
-date-ordered segments ranked by total, and Mixpanel's own JSON is kept when it is small.
+date-ordered segments ranked by total, and Mixpanel's own JSON is kept only where it holds more than the
+shaped answer (and is small).
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ def ranked_series(raw: Any, *, cap: int = MAX_SEGMENTS, additive: bool = True) -
     if len(segments) > cap:
         data["segments_omitted"] = len(segments) - cap
         data["hint"] = f"{len(segments) - cap} smaller segments not shown; use limit or where to focus."
-        return data  # Mixpanel's own answer would repeat what was just cut
-    return with_raw(data, raw)
+    # Mixpanel's own answer is left out: it holds the same numbers as the segments, only unordered.
+    return data
 
 
 def series_summary(data: dict[str, Any], *, head: str, type: str | None, segmented: bool, what: str = "segment") -> str:

@@ -178,7 +178,9 @@ def retention_table(raw: dict[str, Any], args: RetentionQuery) -> dict[str, Any]
     data["overall"] = overall
     if "segments" not in data:
         data["cohorts"] = rows
-    data["raw"] = raw
+    unread = {k: v for k, v in raw.items() if not _is_cohort(v) and k not in segmented}
+    if unread:  # only what the table does not already hold
+        data["raw"] = unread
     return data
 
 
@@ -224,7 +226,7 @@ def frequency_table(raw: dict[str, Any], args: FrequencyQuery) -> dict[str, Any]
         "event": args.event,
         "note": f"at_least[i] = users who did it in at least i+1 distinct {args.addiction_unit}s of the {args.unit}",
         "periods": periods,
-        "raw": raw,
+        **({"raw": {k: v for k, v in raw.items() if k != "data"}} if set(raw) - {"data"} else {}),
     }
 
 

@@ -11,7 +11,7 @@ from mixpanel_mcp.client import query
 from mixpanel_mcp.tools._base import Access, Needs, Result, Run, ToolGroup
 from mixpanel_mcp.tools._empty import explain_if_empty
 from mixpanel_mcp.tools._params import CountType, DateRange, EventName, On, Where, optional
-from mixpanel_mcp.tools._series import NARROW_HINT, by_date, fmt, number, series_result, tidy, with_raw
+from mixpanel_mcp.tools._series import NARROW_HINT, by_date, fmt, number, series_result, tidy
 
 group = ToolGroup(
     name="segmentation",
@@ -115,7 +115,7 @@ async def sum_(run: Run, args: Aggregate) -> Result:
     if results:
         peak = max(results.items(), key=lambda kv: number(kv[1]))
         summary += f"; highest {peak[0]} ({fmt(peak[1])})"
-    result = Result(summary + ".", with_raw(data, raw), narrow_hint=NARROW_HINT)
+    result = Result(summary + ".", data, narrow_hint=NARROW_HINT)  # results are Mixpanel's own, in date order
     return await explain_if_empty(run, result, events=[args.event], on=args.on, from_date=args.from_date, to_date=args.to_date)
 
 
@@ -130,5 +130,5 @@ async def average(run: Run, args: Aggregate) -> Result:
         summary += f": from {fmt(low[1])} ({low[0]}) to {fmt(high[1])} ({high[0]}) over {len(results)} period(s)."
     else:
         summary += ": no data."
-    result = Result(summary, with_raw(data, raw), narrow_hint=NARROW_HINT)
+    result = Result(summary, data, narrow_hint=NARROW_HINT)
     return await explain_if_empty(run, result, events=[args.event], on=args.on, from_date=args.from_date, to_date=args.to_date)
