@@ -196,7 +196,33 @@ def describe_validation(tool: str, exc: ValidationError, operations: list[str], 
     return f"Invalid arguments for {where}; nothing was sent to Mixpanel.\n" + "\n".join(lines)
 
 
+# pydantic's own errors carry no example: one per kind of mistake, so every refusal shows a valid value.
+_EXAMPLES = {
+    "list_type": '["Signed up"] (one name alone is also accepted)',
+    "dict_type": '{"plan": "pro"}',
+    "int_parsing": "7",
+    "int_type": "7",
+    "int_from_float": "7",
+    "float_parsing": "9.99",
+    "float_type": "9.99",
+    "bool_parsing": "true",
+    "bool_type": "true",
+    "string_type": '"Signed up"',
+    "string_too_short": '"Signed up"',
+}
+
+
 def _example(error: Any) -> str:
     ctx = error.get("ctx") or {}
     example = ctx.get("example")
-    return f". Example: {example}" if example else ""
+    if example is None:
+        kind = error.get("type")
+        if kind == "literal_error" and ctx.get("expected"):
+            example = str(ctx["expected"]).split(" or ")[0].split(", ")[0]
+        elif kind == "greater_than_equal" and "ge" in ctx:
+            example = ctx["ge"]
+        elif kind == "less_than_equal" and "le" in ctx:
+            example = ctx["le"]
+        else:
+            example = _EXAMPLES.get(kind)
+    return f". Example: {example}" if example is not None else ""

@@ -23,7 +23,7 @@ from mixpanel_mcp.client.export import (
     query_profiles,
 )
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._params import DateRange, Where, json_list, optional
+from mixpanel_mcp.tools._params import DateRange, Where, listish, optional
 
 group = ToolGroup(
     name="export",
@@ -36,19 +36,12 @@ LIMIT_DOC = "Max items: events 50 (max 100000), profiles 100 (max 5000); with ou
 FILE_DOC = "Write all to this local .ndjson/.jsonl/.csv file; returns a summary."
 
 
-def _listish(value: Any) -> Any:
-    """Where a list is expected: a JSON-encoded list is decoded, a single string becomes a one-item list."""
-    if isinstance(value, str) and not value.strip().startswith("["):
-        return [value]
-    return json_list(value)
-
-
 Name = Annotated[str, Field(min_length=1, max_length=255)]
 
 
 def names(most: int, description: str) -> Any:
     """A list of names: a JSON-encoded list or a single name is accepted too."""
-    return Annotated[list[Name], BeforeValidator(_listish), Field(min_length=1, max_length=most, description=description)]
+    return Annotated[list[Name], BeforeValidator(listish), Field(min_length=1, max_length=most, description=description)]
 
 
 def _file_name(value: str) -> str:
