@@ -27,6 +27,7 @@ from mixpanel_mcp.client.errors import (
     ServerError,
     SharedStateUnavailableError,
     TransportError,
+    UnexpectedAnswerError,
     UpstreamError,
 )
 
@@ -146,8 +147,17 @@ def describe_error(exc: MixpanelError) -> str:
         return f"Mixpanel refused the request as too large (413 on {exc.endpoint}).{said} Send fewer records at a time."
     if isinstance(exc, NotFoundError):
         return f"Mixpanel found nothing at {exc.endpoint} (404).{said} Check the id or name you gave."
-    if isinstance(exc, BadRequestError) and exc.status == 200:
+    if isinstance(exc, UnexpectedAnswerError):
+        got = f"a redirect ({exc.status})" if 300 <= exc.status < 400 else f"a {exc.status} whose {exc.detail}"
+        return (
+            f"The answer to {exc.endpoint} was not Mixpanel's API: {got}. Nothing was read from it, so this is "
+            "not an empty result. Check MIXPANEL_REGION and the *_URL settings (and any proxy in between); "
+            "if they are right, try again in a minute."
+        )
+    if isinstance(exc, BadRequestError) and exc.status == 200 and exc.api in (Api.INGESTION, Api.IMPORT):
         return f"Mixpanel accepted the request but stored nothing ({exc.endpoint}).{said} Fix the data and send again."
+    if isinstance(exc, BadRequestError) and exc.status == 200:
+        return f"Mixpanel answered {exc.endpoint} with an error instead of a result.{said} Fix the arguments; do not retry as is."
     return f"Mixpanel rejected the request ({exc.status} on {exc.endpoint}).{said} Fix the arguments; do not retry as is."
 
 

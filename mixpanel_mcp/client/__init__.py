@@ -13,6 +13,7 @@ from mixpanel_mcp.client.errors import (
     RateLimitError,
     ServerError,
     TransportError,
+    UnexpectedAnswerError,
     UpstreamError,
 )
 from mixpanel_mcp.client.http import CallStats, MixpanelClient, call_stats, raise_for_body_status
@@ -32,6 +33,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "TransportError",
+    "UnexpectedAnswerError",
     "UpstreamError",
     "call_stats",
     "raise_for_body_status",

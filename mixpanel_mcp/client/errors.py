@@ -9,7 +9,8 @@
     │   ├── NotFoundError           404
     │   ├── PayloadTooLargeError    413
     │   ├── RateLimitError          429 (after retries, or with a wait too long to sleep through)
-    │   └── ServerError             5xx after retries
+    │   ├── ServerError             5xx after retries
+    │   └── UnexpectedAnswerError   not an answer the API documents: a redirect, or a body that is not JSON
     ├── TransportError              no usable answer: connection failed or timed out (after retries)
     ├── BudgetExhaustedError        not sent: this project's rate budget (counted here) is spent for now
     ├── SharedStateUnavailableError not sent: the state the replicas share (Redis) cannot be reached
@@ -109,6 +110,10 @@ class ServerError(UpstreamError):
     pass
 
 
+class UnexpectedAnswerError(UpstreamError):
+    """Something answered that is not the API as documented (a redirect, an HTML page): never read as a result."""
+
+
 class TransportError(MixpanelError):
     """No answer that could be used: the connection failed, or Mixpanel did not answer in time."""
 
@@ -173,4 +178,6 @@ STATUS_ERRORS: dict[int, type[UpstreamError]] = {
 def error_for_status(status: int) -> type[UpstreamError]:
     if status >= 500:
         return ServerError
+    if status < 400:
+        return UnexpectedAnswerError
     return STATUS_ERRORS.get(status, BadRequestError)

@@ -29,6 +29,7 @@ from mixpanel_mcp.client.errors import (
     CredentialMissingError,
     MixpanelError,
     TransportError,
+    UnexpectedAnswerError,
     UpstreamError,
     error_for_status,
 )
@@ -325,7 +326,8 @@ class MixpanelClient:
                         ) from None
                     wait = None
                 else:
-                    if response.status_code < 400 or response.status_code in accept:
+                    # Redirects are not followed (credentials stay on the configured host), so a 3xx is a failure.
+                    if response.status_code < 300 or response.status_code in accept:
                         try:
                             yield response
                         finally:
@@ -379,17 +381,35 @@ def _transport_reason(exc: Exception) -> str:
 
 
 def raise_for_body_status(response: httpx2.Response, api: Api, endpoint: str, secrets: list[str]) -> Any:
-    """Mixpanel's verbose ingestion answers 200 with {"status": 0, "error": ...} on failure."""
+    """The JSON of a successful answer; raise when it is a failure in disguise.
+
+    Mixpanel's verbose ingestion answers 200 with {"status": 0, "error": ...} on failure, and the Query API
+    can answer 200 with {"error": ...}. Only ingestion's plain "1" is a body that is not JSON; any other
+    (an HTML page from a proxy or a login wall) is an error, never an empty result.
+    """
+    if response.status_code == 204:  # No Content: the documented answer of some deletes
+        return ""
     try:
         body = response.json()
     except ValueError:
-        body = response.text.strip()
-        if body == "0":
+        text = response.text.strip()
+        if text == "0":
             raise error_for_status(400)(
                 api=api, status=200, detail="no valid record in the request", credential=None, endpoint=endpoint
             ) from None
-        return body
-    if isinstance(body, Mapping) and body.get("status") in (0, "0", "error"):
+        if text == "1" and api in (Api.INGESTION, Api.IMPORT):
+            return text
+        raise UnexpectedAnswerError(
+            api=api,
+            status=response.status_code,
+            detail=f"the body is not JSON ({_kind_of_body(response)})",
+            credential=None,
+            endpoint=endpoint,
+        ) from None
+    failed = isinstance(body, Mapping) and (
+        body.get("status") in (0, "0", "error") or (isinstance(body.get("error"), str) and body["error"].strip() != "")
+    )
+    if failed:
         raise error_for_status(400)(
             api=api,
             status=response.status_code,
@@ -398,6 +418,16 @@ def raise_for_body_status(response: httpx2.Response, api: Api, endpoint: str, se
             endpoint=endpoint,
         )
     return body
+
+
+def _kind_of_body(response: httpx2.Response) -> str:
+    """What came instead of JSON, in words that echo nothing of it."""
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    size = len(response.content)
+    if not size:
+        return "it is empty"
+    what = "an HTML page" if content_type == "text/html" or response.text.lstrip()[:1] == "<" else "plain text"
+    return f"{what} of {size:,} bytes"
 
 
 __all__ = ["CallStats", "MixpanelClient", "UpstreamError", "call_stats", "parse_retry_after", "raise_for_body_status"]
