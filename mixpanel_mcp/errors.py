@@ -16,6 +16,7 @@ from mixpanel_mcp.client.errors import (
     AuthenticationError,
     BadRequestError,
     BudgetExhaustedError,
+    CallDeadlineError,
     Credential,
     CredentialMissingError,
     MixpanelError,
@@ -89,9 +90,29 @@ def describe_error(exc: MixpanelError) -> str:
             what = "gave no answer to a request it received"
         else:
             what = "could not be reached"
+        cost = ""
+        if exc.budget and exc.budget.get("limit"):
+            b = exc.budget
+            cost = (
+                f" Each attempt counted against the {_FAMILY[exc.api]} budget ({b['limit']} a{'n' if b.get('window') == 'hour' else ''} "
+                f"{b.get('window', 'hour')}): {b.get('remaining', 0)} left."
+            )
+        if exc.timed_out and exc.api is Api.QUERY:
+            return (
+                f"Mixpanel ({exc.api} API, {exc.endpoint}) {what} ({exc.reason}) after {exc.attempts} attempt(s), "
+                f"each waiting up to MIXPANEL_TIMEOUT.{cost} A query this slow is usually too large: narrow the "
+                "dates, the events or the where filter rather than ask again as is."
+            )
         return (
-            f"Mixpanel ({exc.api} API, {exc.endpoint}) {what} ({exc.reason}) after {exc.attempts} attempt(s). "
+            f"Mixpanel ({exc.api} API, {exc.endpoint}) {what} ({exc.reason}) after {exc.attempts} attempt(s).{cost} "
             "Try again in a minute; if it persists, check the network and MIXPANEL_REGION / the *_URL settings."
+        )
+    if isinstance(exc, CallDeadlineError):
+        during = f" while waiting on {exc.endpoint}" if exc.endpoint else ""
+        return (
+            f"Stopped: this call reached its deadline of {_duration(exc.seconds)} (MIXPANEL_CALL_DEADLINE){during}, "
+            f"after {exc.requests} request(s) to Mixpanel. Ask a narrower question (fewer dates or events), or "
+            "send data in smaller parts; events already sent are deduplicated by $insert_id if sent again."
         )
     if isinstance(exc, BudgetExhaustedError):
         return (

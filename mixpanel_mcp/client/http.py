@@ -25,6 +25,7 @@ from mixpanel_mcp import __version__
 from mixpanel_mcp.client.cache import Stored, request_key, ttl_for
 from mixpanel_mcp.client.errors import (
     Api,
+    CallDeadlineError,
     Credential,
     CredentialMissingError,
     MixpanelError,
@@ -53,6 +54,8 @@ class CallStats:
     retries: int = 0
     cached: bool = False  # answered (at least in part) from the result cache
     budget: dict[str, Any] = field(default_factory=dict)  # what is left of each rate budget, by API family
+    deadline: float | None = None  # anyio.current_time() by which the whole call must be done
+    deadline_seconds: float | None = None  # the setting it came from, for the report
 
 
 call_stats: ContextVar[CallStats | None] = ContextVar("mixpanel_call_stats", default=None)
@@ -297,12 +300,19 @@ class MixpanelClient:
         stats = call_stats.get()
         retry = self.settings.retry
         attempt = 0
+        timeouts = 0
         maybe_applied = False  # an earlier attempt was sent and went unanswered (or answered 5xx)
         while True:
             # Every attempt is a request Mixpanel counts: each one waits for, and spends, the budget.
             ticket = await self.state.acquire(api, self.settings, path)
             try:
                 attempt += 1
+                left = _time_left(stats)
+                if left is not None and left <= 0:
+                    raise _deadline(stats, path)
+                capped = left is not None and left < self.settings.timeout
+                if capped:  # this attempt may not outlast the call
+                    request.extensions["timeout"] = httpx2.Timeout(left, connect=min(10.0, left)).as_dict()
                 if stats is not None:
                     stats.requests += 1
                     stats.retries += attempt > 1
@@ -315,7 +325,19 @@ class MixpanelClient:
                     never_sent = isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout))
                     timed_out = isinstance(exc, httpx2.TimeoutException)
                     maybe_applied = maybe_applied or not never_sent
-                    if attempt > retry.max_retries or not (idempotent or never_sent):
+                    if timed_out and capped:
+                        raise _deadline(stats, path) from None
+                    # A query that ran out of time is costly (a slot and one of the hour's queries for up to
+                    # MIXPANEL_TIMEOUT): tried again once at most, and only if the budget and the call's
+                    # deadline leave room for a whole second attempt.
+                    timeouts += timed_out and not never_sent
+                    left_over = ticket.remaining if ticket is not None else None
+                    give_up_query = api is Api.QUERY and timeouts > 0 and (
+                        timeouts > 1
+                        or (left_over is not None and left_over.get("remaining", 1) < 1)
+                        or (left is not None and left < 2 * self.settings.timeout)
+                    )
+                    if attempt > retry.max_retries or not (idempotent or never_sent) or give_up_query:
                         raise TransportError(
                             api=api,
                             endpoint=path,
@@ -323,6 +345,7 @@ class MixpanelClient:
                             timed_out=timed_out,
                             attempts=attempt,
                             maybe_applied=maybe_applied,
+                            budget=left_over,
                         ) from None
                     wait = None
                 else:
@@ -357,13 +380,28 @@ class MixpanelClient:
                 if ticket is not None:
                     with anyio.CancelScope(shield=True):
                         await ticket.release()
-            await self._sleep(wait if wait is not None else self.backoff(attempt))
+            delay = wait if wait is not None else self.backoff(attempt)
+            left = _time_left(stats)
+            if left is not None and delay >= left:  # waiting would outlast the call: stop now, and say so
+                raise _deadline(stats, path)
+            await self._sleep(delay)
 
     def backoff(self, attempt: int) -> float:
         """Delay before retry `attempt` (1-based): base, doubling to the cap, plus 0.5-2.5x base of jitter."""
         retry = self.settings.retry
         delay = min(retry.base_delay * 2 ** (attempt - 1), retry.max_delay)
         return delay + retry.base_delay * (0.5 + 2 * random.random())
+
+
+def _time_left(stats: CallStats | None) -> float | None:
+    if stats is None or stats.deadline is None:
+        return None
+    return stats.deadline - anyio.current_time()
+
+
+def _deadline(stats: CallStats | None, path: str) -> CallDeadlineError:
+    assert stats is not None and stats.deadline_seconds is not None
+    return CallDeadlineError(seconds=stats.deadline_seconds, requests=stats.requests, endpoint=path)
 
 
 def basic_auth(username: str, password: str) -> str:
