@@ -33,7 +33,7 @@ from mixpanel_mcp.config import Settings
 from mixpanel_mcp.confirm import CODE_TTL, Codes, ask, can_ask, describe_effect
 from mixpanel_mcp.errors import describe_error, describe_validation
 from mixpanel_mcp.policy import Grant, PolicySource, current_grant, full_grant
-from mixpanel_mcp.results import bound, clean, render
+from mixpanel_mcp.results import bound, clean, render, trimmed_headline
 from mixpanel_mcp.text import strip_controls
 from mixpanel_mcp.tools._base import Access, Operation, Run, ToolGroup, describe, discriminated, input_schema
 
@@ -171,7 +171,11 @@ class MixpanelTool(Tool):
             finally:
                 call_stats.reset(token)
                 record.upstream_requests, record.retries = stats.requests, stats.retries
-        data, _ = bound(clean(result.data), result.narrow_hint)
+        full = clean(result.data)
+        data, trimmed = bound(full, result.narrow_hint)
+        summary = clean(result.summary)
+        if trimmed:
+            summary = trimmed_headline(full, data, result.narrow_hint) + " " + summary
         if stats.cached:
             data["cached"] = True
         if stats.budget:
@@ -179,7 +183,7 @@ class MixpanelTool(Tool):
         if result.refused:
             record.outcome, record.error = "error", "refused_input"
         return CallToolResult(
-            content=[TextContent(type="text", text=render(clean(result.summary), data))],
+            content=[TextContent(type="text", text=render(summary, data))],
             structured_content=data,
             is_error=result.refused,
         )

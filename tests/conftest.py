@@ -7,8 +7,10 @@ holding the SDK client would be torn down in another task than the one that ente
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +27,55 @@ TOKEN = "test-token"
 SA_USER = "bot.abc123.mp-service-account"
 SA_SECRET = "test-sa-secret"
 API_SECRET = "test-api-secret"
+
+
+# Contract mode (MIXPANEL_OPENAPI_DIR set; mixpanel_mcp/double/contract.py): every double, in this process or in
+# a server's subprocess, appends what broke Mixpanel's specs to one log; the test during which a line was added
+# fails with it. Variables kept for subprocesses that otherwise start without any MIXPANEL_* setting:
+CONTRACT_VARIABLES = ("MIXPANEL_OPENAPI_DIR", "MIXPANEL_CONTRACT_LOG")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    folder = os.environ.get("MIXPANEL_OPENAPI_DIR")
+    if folder:
+        os.environ["MIXPANEL_OPENAPI_DIR"] = str(Path(folder).resolve())
+        log = Path(tempfile.mkdtemp(prefix="mixpanel-contract-")) / "violations.jsonl"
+        log.touch()
+        os.environ["MIXPANEL_CONTRACT_LOG"] = str(log)
+
+
+def _contract_log() -> Path | None:
+    log = os.environ.get("MIXPANEL_CONTRACT_LOG")
+    return Path(log) if log and os.environ.get("MIXPANEL_OPENAPI_DIR") else None
+
+
+_contract_offset = 0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    global _contract_offset
+    log = _contract_log()
+    if log is not None:
+        _contract_offset = log.stat().st_size
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    result = yield
+    log = _contract_log()
+    if log is not None:
+        with log.open("rb") as f:
+            f.seek(_contract_offset)
+            new = [json.loads(line)["violation"] for line in f.read().decode().splitlines() if line.strip()]
+        if new:
+            raise AssertionError("the Mixpanel double broke Mixpanel's OpenAPI specs:\n" + "\n".join(new))
+    return result
+
+
+def keep_contract_mode(env: dict[str, str]) -> dict[str, str]:
+    """`env` plus the contract-mode variables, for a subprocess that runs its own double (the sandbox)."""
+    return {**env, **{name: os.environ[name] for name in CONTRACT_VARIABLES if name in os.environ}}
 
 
 @pytest.fixture(scope="session")

@@ -74,6 +74,7 @@ async def test_events_request_filters_and_summary(double, env):
         "where": 'properties["country"] == "US"',
     }
     assert first.basic_auth == (SA_USER, SA_SECRET)
+    assert first.headers["accept-encoding"] == "gzip"  # export offers gzip only (export.openapi.yaml)
     assert first.body == b""
     expected = [line(e) for e in double.events[:3]]
     assert data["events"] == expected
@@ -617,3 +618,19 @@ async def test_query_errors_on_profiles_and_activity(double, env):
     text = error_text(rejected)
     assert "rejected the service account" in text and "Invalid username or password" in text
     assert 'Mixpanel said: "Date range exceeds 365 days into the past"' in error_text(too_old)
+
+
+async def test_a_trimmed_answer_says_first_what_it_holds(double, env):
+    # 400 profiles of ~600 characters do not fit the ~90k-character bound: some are left out.
+    double.profiles = {f"u{i:03}": {"bio": "x" * 600} for i in range(400)}
+    async with stdio_client(env) as client:
+        result = await client.call_tool("export", {"operation": "profiles", "limit": 5000})
+    data = structured(result)
+    shown = len(data["profiles"])
+    assert 0 < shown < 400
+    assert (data["returned"], data["read"], data["total"]) == (shown, 400, 400)
+    text = result.content[0].text
+    first_sentence = text.split(";")[0]
+    assert first_sentence == f"Trimmed to fit the context window: this answer shows {shown:,} of the 400 profiles"
+    assert list(data)[0] == "truncated"  # the note comes before the lists
+    assert data["truncated"]["omitted"] == {"profiles": 400 - shown}

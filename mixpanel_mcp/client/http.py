@@ -271,6 +271,8 @@ class MixpanelClient:
             request.headers["Authorization"] = f"Bearer {auth}"
         elif auth is not None:
             request.headers["Authorization"] = basic_auth(*auth)
+        if api is Api.EXPORT:  # the only compression export offers (export.openapi.yaml, Accept-Encoding)
+            request.headers["Accept-Encoding"] = "gzip"
         return credential, request
 
     async def _note_cached(self, api: Api) -> None:

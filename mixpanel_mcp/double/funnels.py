@@ -124,7 +124,8 @@ def _step_table(names: list[str], reached: list[list[tuple[float, ...]]]) -> dic
     for i, name in enumerate(names):
         count = counts[i]
         prev = counts[i - 1] if i else count
-        avg = avg_start = None
+        # avg_time is "null for step 0" (query.openapi.yaml); avg_time_from_start is an integer throughout.
+        avg, avg_start = None, 0
         if i and count:
             avg = round(sum(t[i] - t[i - 1] for t in reached[i]) / count)
             avg_start = round(sum(t[i] - t[0] for t in reached[i]) / count)

@@ -95,6 +95,7 @@ class DoubleState:
         self.history = history
         self.store: Any = None  # a SqliteStore, for the sandbox
         self._lock = threading.Lock()
+        self.violations: list[str] = []  # contract mode (double/contract.py): what broke Mixpanel's specs
         self.reset()
 
     @property
@@ -149,6 +150,10 @@ class DoubleState:
                         self.faults.remove(fault)
                     return fault
             return None
+
+    def violated(self, text: str) -> None:
+        with self._lock:
+            self.violations.append(text)
 
     def enter(self) -> None:
         with self._lock:
