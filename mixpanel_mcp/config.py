@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import SecretStr
 
@@ -369,8 +369,10 @@ class RedisSettings:
 
     def secrets(self) -> list[str]:
         """The password (and the URL that carries it), so logs and messages can be scrubbed of them."""
-        password = urlsplit(self.url.get_secret_value()).password
-        return [password, self.url.get_secret_value()] if password else []
+        parts = urlsplit(self.url.get_secret_value())
+        passwords = [parts.password, *parse_qs(parts.query).get("password", [])]  # unix:///path?password=...
+        found = [p for p in passwords if p]
+        return [*found, self.url.get_secret_value()] if found else []
 
 
 def load_redis(env: Mapping[str, str], url: str | None = None) -> RedisSettings | None:

@@ -229,6 +229,9 @@ async def test_an_unreachable_redis_or_a_bad_url_stops_the_start_with_the_reason
             load_redis({"MIXPANEL_MCP_REDIS_URL": bad})
     assert load_redis({}) is None
     assert load_redis({"MIXPANEL_MCP_REDIS_URL": "redis://:pw-123@h:1/0"}).secrets() == ["pw-123", "redis://:pw-123@h:1/0"]
+    socket = load_redis({}, "unix:///run/redis.sock?password=pw-456")
+    assert socket.secrets() == ["pw-456", "unix:///run/redis.sock?password=pw-456"]
+    assert load_redis({}, "redis://h:1/0").secrets() == []
 
 
 async def test_check_reports_the_redis_connection_and_what_is_shared(double, double_url, redis):
