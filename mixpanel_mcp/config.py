@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 from pydantic import SecretStr
 
@@ -365,7 +365,10 @@ class RedisSettings:
             netloc = f"{user}:***@{netloc}"
         elif user:
             netloc = f"{user}@{netloc}"
-        return parts._replace(netloc=netloc).geturl()
+        query = "&".join(
+            f"{name}=***" if name == "password" else f"{name}={value}" for name, value in parse_qsl(parts.query)
+        )
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
     def secrets(self) -> list[str]:
         """The password (and the URL that carries it), so logs and messages can be scrubbed of them."""

@@ -231,6 +231,8 @@ async def test_an_unreachable_redis_or_a_bad_url_stops_the_start_with_the_reason
     assert load_redis({"MIXPANEL_MCP_REDIS_URL": "redis://:pw-123@h:1/0"}).secrets() == ["pw-123", "redis://:pw-123@h:1/0"]
     socket = load_redis({}, "unix:///run/redis.sock?password=pw-456")
     assert socket.secrets() == ["pw-456", "unix:///run/redis.sock?password=pw-456"]
+    assert socket.shown == "unix:///run/redis.sock?password=***"
+    assert load_redis({}, "redis://user:pw-789@h:1/0?db=2").shown == "redis://user:***@h:1/0?db=2"
     assert load_redis({}, "redis://h:1/0").secrets() == []
 
 
