@@ -239,7 +239,8 @@ async def test_an_unreachable_redis_or_a_bad_url_stops_the_start_with_the_reason
     assert load_redis({}, "redis://h:1/0").secrets() == []
 
 
-async def test_check_reports_the_redis_connection_and_what_is_shared(double, double_url, redis):
+async def test_check_reports_the_redis_connection_and_what_is_shared(double, double_url, fresh):
+    redis = fresh
     from tests.harness import free_port
     from tests.test_check import blocks, heading, run
 
@@ -250,6 +251,11 @@ async def test_check_reports_the_redis_connection_and_what_is_shared(double, dou
     assert done.returncode == 0, done.stdout + done.stderr
     assert found[heading("ok", "REDIS", what)].startswith(f"{redis.url} answers (Redis ")
     assert "shared through it: the rate budgets, the result cache, spent confirmation codes" in found[heading("ok", "REDIS", what)]
+    # What the check spent is counted in the replicas' budget: 1 query and 1 export this hour, 1 Lexicon request.
+    client = redis.client()
+    spent = sorted((key.decode().rpartition(":")[2], client.zcard(key)) for key in client.keys("mixpanel-mcp:budget:*"))
+    client.close()
+    assert [pair for pair in spent if pair[0] != "slots"] == [("hour", 1), ("hour", 1), ("minute", 1), ("second", 1)]
     gone = run(env, "--redis-url", f"redis://:sekrit-pw@127.0.0.1:{free_port()}/0")
     assert gone.returncode == 1
     text = blocks(gone.stdout)[heading("FAILED", "REDIS", what)]
