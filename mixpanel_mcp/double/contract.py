@@ -156,7 +156,7 @@ class Contract:
         self.text_errors = set(exceptions.get("undocumented_errors", {}).get("text_bodies", []))
         config = Config(
             spec_validator_cls=None,
-            extra_media_type_deserializers={"application/x-ndjson": _ndjson, "text/plain": _plain},
+            extra_media_type_deserializers={"application/x-ndjson": _ndjson, "text/plain": _plain, "text/csv": _text},
         )
         self.apis: list[tuple[str, str, Any]] = []  # (prefix, file name, OpenAPI)
         self.last_accepted: dict[tuple[str, str], Any] = {}
@@ -250,6 +250,11 @@ def _plain(body: bytes | str, **_parameters: str) -> Any:
     """text/plain as Mixpanel documents it: the bare integers `1`/`0` of ingestion answers are integers."""
     text = body.decode() if isinstance(body, bytes) else body
     return int(text) if text.strip().lstrip("-").isdigit() else text
+
+
+def _text(body: bytes | str, **_parameters: str) -> str:
+    """A text body (a lookup table's CSV) as the string its schema describes."""
+    return body.decode() if isinstance(body, bytes) else body
 
 
 class _Request:

@@ -402,7 +402,9 @@ def routes(state: DoubleState) -> list[Route]:
         for flag in state.flags.values():
             if flag.get("status") != "enabled":
                 continue
-            definition = {k: flag[k] for k in fields if flag.get(k) is not None}
+            # Every definition names its project and workspace (feature-flags.openapi.yaml requires both).
+            owner = {"project_id": state.project.project_id, "workspace_id": state.project.workspace_id}
+            definition = {**owner, **{k: flag[k] for k in fields if flag.get(k) is not None}}
             if flag.get("experiment_id"):
                 definition["experiment_id"] = flag["experiment_id"]
                 definition["is_experiment_active"] = bool(flag.get("is_experiment_active"))
