@@ -78,6 +78,9 @@ class Project:
     sa_secret: str = "test-sa-secret"
     api_secret: str = "test-api-secret"
     workspace_id: int = 5678
+    # Set for a project created before 2023: Mixpanel stores its event times in this time zone, so export
+    # gives local clock times as epoch numbers, and reads from_date/to_date as local days (export docs).
+    legacy_timezone: str | None = None
     gdpr_token: str = "test-gdpr-token"
 
 
