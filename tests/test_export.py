@@ -11,6 +11,7 @@ import pytest
 from mcp import Client
 
 from mixpanel_mcp.double import export as double_export
+from mixpanel_mcp.double.state import group_key_id
 from mixpanel_mcp.tools.export import TIME_BASIS
 from tests.conftest import API_SECRET, PROJECT_ID, SA_SECRET, SA_USER, error_text, server_env, stdio_client, stored_event, structured
 
@@ -521,7 +522,8 @@ async def test_profiles_selectors_are_sent_as_mixpanel_wants(double, env):
         one = await client.call_tool("export", {"operation": "profiles", "distinct_id": "u3"})
         as_text = await client.call_tool("export", {"operation": "profiles", "distinct_ids": '["u2"]'})
         cohort = await client.call_tool("export", {"operation": "profiles", "filter_by_cohort": 2000})
-        groups = await client.call_tool("export", {"operation": "profiles", "data_group_id": "company_id"})
+        groups = await client.call_tool("export", {"operation": "profiles", "data_group_id": group_key_id("company_id")})
+        by_name = await client.call_tool("export", {"operation": "profiles", "data_group_id": "company_id"})
         page_without_session = await client.call_tool("export", {"operation": "profiles", "page": 1})
         both = await client.call_tool("export", {"operation": "profiles", "distinct_id": "u1", "distinct_ids": ["u2"]})
     forms = [r.form for r in double.received(ENGAGE)]
@@ -530,7 +532,7 @@ async def test_profiles_selectors_are_sent_as_mixpanel_wants(double, env):
         {"distinct_id": "u3"},
         {"distinct_ids": '["u2"]'},
         {"filter_by_cohort": '{"id":2000}'},
-        {"data_group_id": "company_id"},
+        {"data_group_id": group_key_id("company_id")},
     ]
     assert structured(by_ids)["profiles"] == [
         {"$distinct_id": "u1", "$properties": {"$email": "a@x.io"}},
@@ -542,6 +544,9 @@ async def test_profiles_selectors_are_sent_as_mixpanel_wants(double, env):
     group_data = structured(groups)
     assert [p["$distinct_id"] for p in group_data["profiles"]] == ["acme", "initech"]
     assert groups.content[0].text.startswith("2 of 2 group profile(s) in 1 page(s).")
+    # A group key is named by its numeric id, not its name (the name is refused before any request).
+    assert "data_group_id: must be the group key's numeric id" in error_text(by_name)
+    assert "-1405123841946871899" in error_text(by_name)
     assert "page > 0 needs the session_id" in error_text(page_without_session)
     assert "distinct_id or distinct_ids, not both" in error_text(both)
 

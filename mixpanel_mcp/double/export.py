@@ -30,7 +30,7 @@ from starlette.routing import Route
 from mixpanel_mcp.double.auth import query_auth
 from mixpanel_mcp.double.expressions import ExpressionError, condition
 from mixpanel_mcp.double.query import QueryError, query_route
-from mixpanel_mcp.double.state import DoubleState, RecordedRequest
+from mixpanel_mcp.double.state import DoubleState, RecordedRequest, group_key_id
 
 ENGAGE_PAGE_SIZE = 1000
 EXPORT_CUT_AFTER: int | None = None
@@ -147,8 +147,10 @@ def _export(state: DoubleState) -> Callable[[Request], Any]:
 def _matching_profiles(state: DoubleState, form: dict[str, str]) -> list[dict[str, Any]]:
     """The profiles a first-page query selects, in a stable order."""
     if "data_group_id" in form:
-        key = form["data_group_id"]
-        profiles = [(gid, p) for (gkey, gid), p in state.group_profiles.items() if gkey == key]
+        key_id = form["data_group_id"]
+        if not key_id.lstrip("-").isdigit():
+            raise QueryError(f"data_group_id must be the numeric id of a group key, got {key_id!r}")
+        profiles = [(gid, p) for (gkey, gid), p in state.group_profiles.items() if group_key_id(gkey) == key_id]
     else:
         profiles = list(state.profiles.items())
     ids: Any = None

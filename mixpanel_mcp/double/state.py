@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import logging
 import sqlite3
@@ -176,6 +177,13 @@ class DoubleState:
                 self.store.save(self)
             except sqlite3.Error as exc:  # the answer was given: say it was not kept, and carry on
                 logger.warning("sandbox: could not save a change to %s: %s", self.store.path, exc)
+
+
+def group_key_id(key: str) -> str:
+    """The numeric id Mixpanel gives a group key (e.g. company_id), stable for a name: /engage's
+    data_group_id names a group key by this id, never by its name (query.openapi.yaml)."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return str(int.from_bytes(digest[:8], "big", signed=True))
 
 
 def decode_body(body: bytes, headers: dict[str, str]) -> bytes:

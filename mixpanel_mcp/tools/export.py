@@ -196,11 +196,31 @@ async def events(run: Run, args: ExportEvents) -> Result:
 # -- profiles -------------------------------------------------------------------------------
 
 
+def _group_key_id(value: Any) -> str:
+    """Mixpanel's numeric id of a group key (query.openapi.yaml: "the ID of the group key"), never its name."""
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if not text.lstrip("-").isdigit() or len(text) > 20:
+        raise PydanticCustomError(
+            "group_key_id",
+            "must be the group key's numeric id, not its name (e.g. company_id): Mixpanel shows it as "
+            "data_group_id in the address of the group's profiles (Users, group selected)",
+            {"example": "-1405123841946871899"},
+        )
+    return text
+
+
+GroupKeyId = Annotated[
+    str,
+    BeforeValidator(_group_key_id),
+    WithJsonSchema({"type": "string", "description": "Group key's numeric id (data_group_id in its Users page URL)."}),
+]
+
+
 class ExportProfiles(Args):
     distinct_id: optional(Name) = None
     distinct_ids: optional(DistinctIds) = None
     where: optional(Where) = None
-    data_group_id: optional(Annotated[Name, Field(description="Group key id: query group profiles.")]) = None
+    data_group_id: optional(GroupKeyId) = None
     output_properties: optional(names(1000, "Profile properties to return.")) = None
     filter_by_cohort: optional(Annotated[int, Field(ge=1, description="Cohort id.")]) = None
     session_id: optional(Annotated[Name, Field(description="From an earlier answer, to keep paging.")]) = None
