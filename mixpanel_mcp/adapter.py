@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+import anyio
 import httpx2
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
@@ -25,18 +26,20 @@ from mcp_types import InputRequiredResult
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from mixpanel_mcp.audit import AuditLog, Record, error_kind, touched, upstream_status
-from mixpanel_mcp.client import CallStats, MixpanelClient, MixpanelError, call_stats
+from mixpanel_mcp.client import CallDeadlineError, CallStats, MixpanelClient, MixpanelError, call_stats
 from mixpanel_mcp.client.errors import SharedStateUnavailableError
 from mixpanel_mcp.client.state import CallsInFlightError, LocalState, State
 from mixpanel_mcp.config import Settings
 from mixpanel_mcp.confirm import CODE_TTL, Codes, ask, can_ask, describe_effect
 from mixpanel_mcp.errors import describe_error, describe_validation
 from mixpanel_mcp.policy import Grant, PolicySource, current_grant, full_grant
-from mixpanel_mcp.results import bound, clean, render
+from mixpanel_mcp.results import bound, clean, render, trimmed_headline
 from mixpanel_mcp.text import strip_controls
 from mixpanel_mcp.tools._base import Access, Operation, Run, ToolGroup, describe, discriminated, input_schema
 
 logger = logging.getLogger(__name__)
+
+DEADLINE_GRACE_SECONDS = 1.0  # lets the client's own, more precise deadline error come first
 
 CONFIRM_FIELD = "confirm"
 CONFIRM_SCHEMA = {"type": "string", "description": "Code given by a refused destructive call."}
@@ -152,17 +155,27 @@ class MixpanelTool(Tool):
                 record.reason = None if access is not Access.DESTRUCTIVE else "confirmation turned off by the policy"
             client = await runtime.client_for(settings)
             run = Run(client=client, settings=settings, progress=context.report_progress)
-            stats = CallStats()
+            deadline = settings.call_deadline
+            stats = CallStats(deadline=anyio.current_time() + deadline, deadline_seconds=deadline)
             token = call_stats.set(stats)
             try:
-                result = await op.handler(run, args)
+                # The client stops itself at the deadline, naming the request under way; this stops the
+                # rest (reading files, writing an export) a moment later, whatever the call is doing.
+                with anyio.move_on_after(deadline + DEADLINE_GRACE_SECONDS) as limit:
+                    result = await op.handler(run, args)
+                if limit.cancelled_caught:
+                    raise CallDeadlineError(seconds=deadline, requests=stats.requests)
             except MixpanelError as exc:
                 record.error, record.upstream_status = error_kind(exc), upstream_status(exc)
                 raise ToolError(describe_error(exc)) from None
             finally:
                 call_stats.reset(token)
                 record.upstream_requests, record.retries = stats.requests, stats.retries
-        data, _ = bound(clean(result.data), result.narrow_hint)
+        full = clean(result.data)
+        data, trimmed = bound(full, result.narrow_hint)
+        summary = clean(result.summary)
+        if trimmed:
+            summary = trimmed_headline(full, data, result.narrow_hint) + " " + summary
         if stats.cached:
             data["cached"] = True
         if stats.budget:
@@ -170,7 +183,7 @@ class MixpanelTool(Tool):
         if result.refused:
             record.outcome, record.error = "error", "refused_input"
         return CallToolResult(
-            content=[TextContent(type="text", text=render(clean(result.summary), data))],
+            content=[TextContent(type="text", text=render(summary, data))],
             structured_content=data,
             is_error=result.refused,
         )

@@ -55,7 +55,16 @@ from mixpanel_mcp.client.export import export_events
 from mixpanel_mcp.client.flags import list_flags
 from mixpanel_mcp.client.gdpr import retrieval_status
 from mixpanel_mcp.client.lexicon import list_schemas
-from mixpanel_mcp.config import REGION_URLS, CacheSettings, ConfigError, Region, RetrySettings, Settings, load_settings
+from mixpanel_mcp.config import (
+    REGION_URLS,
+    CacheSettings,
+    ConfigError,
+    Region,
+    RetrySettings,
+    Settings,
+    load_redis,
+    load_settings,
+)
 from mixpanel_mcp.errors import describe_error
 
 logger = logging.getLogger("mixpanel_mcp.check")
@@ -615,6 +624,32 @@ async def startup_warnings(
     return findings
 
 
+SHARED = "the rate budgets, the result cache, spent confirmation codes and agents' calls in flight"
+
+
+def redis_finding(env: Mapping[str, str], url: str | None = None) -> Finding | None:
+    """Whether the Redis the replicas share answers (None when none is configured)."""
+    what = "state shared by every replica (MIXPANEL_MCP_REDIS_URL)"
+    try:
+        redis = load_redis(env, url)
+    except ConfigError as exc:
+        return Finding("REDIS", what, Status.FAILED, str(exc), "correct MIXPANEL_MCP_REDIS_URL (or --redis-url).")
+    if redis is None:
+        return None
+    try:
+        from mixpanel_mcp.client.redis_state import check_redis
+
+        version = check_redis(redis.url.get_secret_value())
+    except ImportError:
+        return Finding("REDIS", what, Status.FAILED, "the Redis client is not installed.", "pip install 'mixpanel-mcp[redis]'")
+    except ConnectionError as exc:
+        return Finding(
+            "REDIS", what, Status.FAILED, f"{redis.shown}: {exc}.",
+            "start Redis, or correct MIXPANEL_MCP_REDIS_URL; the server will not start without it.",
+        )
+    return Finding("REDIS", what, Status.OK, f"{redis.shown} answers (Redis {version}); shared through it: {SHARED}.")
+
+
 def check_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mixpanel-mcp check",
@@ -625,6 +660,7 @@ def check_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--region", choices=[r.value for r in Region], help="overrides MIXPANEL_REGION")
     p.add_argument("--project-id", help="overrides MIXPANEL_PROJECT_ID")
+    p.add_argument("--redis-url", metavar="URL", help="overrides MIXPANEL_MCP_REDIS_URL: the Redis to check")
     return p
 
 
@@ -636,6 +672,9 @@ def main_check(argv: Sequence[str], *, hosts: Hosts = REGION_URLS) -> int:
         print(f"mixpanel-mcp check: configuration error: {exc}", file=sys.stderr)
         return 2
     findings = anyio.run(lambda: run_check(settings, hosts=hosts))
+    shared = redis_finding(os.environ, args.redis_url)
+    if shared is not None:
+        findings.append(shared)
     print(render(settings, findings))
     return exit_code(findings)
 

@@ -28,6 +28,7 @@ from mixpanel_mcp.check import startup_warnings
 from mixpanel_mcp.adapter import AppState, Runtime
 from mixpanel_mcp.audit import AuditLog
 from mixpanel_mcp.config import Settings
+from mixpanel_mcp.client.state import State
 from mixpanel_mcp.confirm import Codes
 from mixpanel_mcp.hosting import MAX_BODY_BYTES, AgentGate, transport_security
 from mixpanel_mcp.policy import Policy, PolicySource
@@ -163,6 +164,7 @@ def build_server(
     instructions: str | None = None,
     check_at_start: bool = False,
     request_state_security: RequestStateSecurity | None = None,
+    state: State | None = None,
 ) -> MixpanelServer:
     """The server. `policy` (when given) holds the local grant, the agents and their projects; `toolsets`
     and `read_only` narrow every grant; without a policy, local use gets every group at full. `instructions`
@@ -177,6 +179,7 @@ def build_server(
         audit=audit,
         codes=codes,
         transport=transport,
+        state=state,
     )
 
     @asynccontextmanager
@@ -207,6 +210,11 @@ def build_server(
 
     @server.custom_route("/healthz", methods=["GET"])
     async def healthz(_: Request) -> JSONResponse:
+        # Degraded, not down: calls that need no shared state (sending events) still work, so a load balancer
+        # should keep the replica; the body says what is missing.
+        problem = await runtime.state.health()
+        if problem is not None:
+            return JSONResponse({"status": "degraded", "version": __version__, "redis": problem})
         return JSONResponse({"status": "ok", "version": __version__})
 
     secrets = settings_secrets(settings) if settings is not None else []

@@ -640,3 +640,19 @@ async def test_a_project_created_before_2023_exports_local_times(double, double_
                         params={"project_id": PROJECT_ID, "from_date": "2026-01-01", "to_date": "2026-01-01"})
     (line,) = answer.text.splitlines()
     assert json.loads(line)["properties"]["time"] == int(dt.datetime(2026, 1, 1, 21, tzinfo=dt.UTC).timestamp())
+
+
+async def test_a_trimmed_answer_says_first_what_it_holds(double, env):
+    # 400 profiles of ~600 characters do not fit the ~90k-character bound: some are left out.
+    double.profiles = {f"u{i:03}": {"bio": "x" * 600} for i in range(400)}
+    async with stdio_client(env) as client:
+        result = await client.call_tool("export", {"operation": "profiles", "limit": 5000})
+    data = structured(result)
+    shown = len(data["profiles"])
+    assert 0 < shown < 400
+    assert (data["returned"], data["read"], data["total"]) == (shown, 400, 400)
+    text = result.content[0].text
+    first_sentence = text.split(";")[0]
+    assert first_sentence == f"Trimmed to fit the context window: this answer shows {shown:,} of the 400 profiles"
+    assert list(data)[0] == "truncated"  # the note comes before the lists
+    assert data["truncated"]["omitted"] == {"profiles": 400 - shown}

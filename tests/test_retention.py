@@ -244,3 +244,34 @@ async def test_an_answer_that_cannot_be_read_is_said_so_not_read_as_nobody(doubl
     text = error_text(result)
     assert f"Mixpanel's answer to {path.removeprefix('/api/query')} could not be read" in text
     assert "not reported as zero" in text and "nobody" not in text
+
+
+async def test_periods_not_over_yet_are_marked_and_left_out_of_the_headline(double, env):
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+
+    def at(days_ago: float) -> str:
+        return (today - dt.timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M")
+
+    double.events.extend([
+        # An old cohort: both came back in week 1.
+        stored_event("Signed up", "a1", at(35)), stored_event("Opened app", "a1", at(27)),
+        stored_event("Signed up", "a2", at(35)), stored_event("Opened app", "a2", at(26)),
+        # A young cohort: its week 1 has not ended, so nobody has "not come back" yet.
+        stored_event("Signed up", "b1", at(8)), stored_event("Signed up", "b2", at(8)),
+    ])
+    arguments = {
+        "operation": "query", "from_date": at(42)[:10], "to_date": at(1)[:10], "born_event": "Signed up",
+        "event": "Opened app", "unit": "week", "interval_count": 1,
+    }
+    async with stdio_client(env) as client:
+        result = await client.call_tool("retention", arguments)
+    data = structured(result)
+    old, young = data["cohorts"]
+    assert (old["retained"], young["retained"]) == ([0, 2], [0, 0])
+    assert "incomplete_from" not in old and young["incomplete_from"] in (0, 1)
+    assert data["overall"]["retained_pct"][1] == 100.0  # the old cohort only, not (2 of 4) 50 %
+    assert data["overall"]["counts_complete_cohorts_only"] is True
+    text = result.content[0].text
+    assert "1 cohort(s) have intervals not over yet" in text and "retained week 1: 100.0%." in text

@@ -69,9 +69,12 @@ def span(events: list[dict[str, Any]]) -> tuple[dt.date, dt.date]:
     return min(days), max(days)
 
 
-def funnel_steps(events: list[dict[str, Any]], steps: list[str], start: dt.date, end: dt.date, window: int) -> list[int]:
+def funnel_steps(
+    events: list[dict[str, Any]], steps: list[str], start: dt.date, end: dt.date, window: int, per_day: bool = True
+) -> list[int]:
     """Mixpanel's funnel, counted per day: a user enters on each day (in range) of their first step-1 event of that
-    day, then converts through the steps in order within `window` seconds of entering."""
+    day, then converts through the steps in order within `window` seconds of entering. Without `per_day`, one
+    bucket spans the range: a user enters once, at their first step-1 event in it."""
     by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in sorted(events, key=lambda e: e["properties"]["time"]):
         if event["event"] in steps:
@@ -81,9 +84,10 @@ def funnel_steps(events: list[dict[str, Any]], steps: list[str], start: dt.date,
         entered: set[dt.date] = set()
         for k, event in enumerate(user_events):
             day = day_of(event)
-            if event["event"] != steps[0] or not start <= day <= end or day in entered:
+            bucket = day if per_day else start
+            if event["event"] != steps[0] or not start <= day <= end or bucket in entered:
                 continue
-            entered.add(day)
+            entered.add(bucket)
             t0, reached = event["properties"]["time"], 1
             for later in user_events[k + 1 :]:
                 if reached == len(steps) or later["properties"]["time"] > t0 + window:
@@ -138,17 +142,21 @@ async def test_seeded_project_answers_like_mixpanel(tmp_path):
         assert data["segments"][0]["segment"] == totals.most_common(1)[0][0]
         assert data["dates"] == sorted({str(day_of(e).replace(day=1)) for e in events})
 
-        # the saved funnel, summed over its dates
+        # the saved funnel: each user once over the range, and summed over its days
         funnels = stored_rows(folder, "funnels")
         saved = funnels[str(FUNNEL_PURCHASE)]
-        funnel = await client.call_tool(
-            "funnels", {"operation": "query", "funnel_id": FUNNEL_PURCHASE, "from_date": str(first), "to_date": str(today)}
-        )
-        steps = funnel_steps(events, saved["steps"], first, today, saved["length"] * 86_400)
+        whole = {"operation": "query", "funnel_id": FUNNEL_PURCHASE, "from_date": str(first), "to_date": str(today)}
+        funnel = await client.call_tool("funnels", whole)
+        daily = await client.call_tool("funnels", {**whole, "unit": "day"})
+        window = saved["length"] * 86_400
+        users = funnel_steps(events, saved["steps"], first, today, window, per_day=False)
         data = structured(funnel)
         assert [s["event"] for s in data["steps"]] == ["Viewed page", "Signed up", "Purchased"]
-        assert [s["count"] for s in data["steps"]] == steps
-        assert steps[0] > steps[1] > steps[2] > 0
+        assert [s["count"] for s in data["steps"]] == users
+        assert users[0] == len({e["properties"]["distinct_id"] for e in events if e["event"] == "Viewed page"})
+        steps = funnel_steps(events, saved["steps"], first, today, window)
+        assert [s["count"] for s in structured(daily)["steps"]] == steps
+        assert steps[0] > steps[1] > steps[2] > 0 and steps[0] > users[0]
 
         # birth retention: cohort sizes are the users whose first Signed up fell on each day
         retention = await client.call_tool(

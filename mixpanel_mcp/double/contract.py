@@ -246,15 +246,15 @@ def _ndjson(body: bytes | str, **_parameters: str) -> list[Any]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def _text(body: bytes | str, **_parameters: str) -> str:
+    """A text body (a lookup table's CSV) is the string its schema describes, not bytes."""
+    return body.decode() if isinstance(body, bytes) else body
+
+
 def _plain(body: bytes | str, **_parameters: str) -> Any:
     """text/plain as Mixpanel documents it: the bare integers `1`/`0` of ingestion answers are integers."""
     text = body.decode() if isinstance(body, bytes) else body
     return int(text) if text.strip().lstrip("-").isdigit() else text
-
-
-def _text(body: bytes | str, **_parameters: str) -> str:
-    """A text body (a lookup table's CSV) as the string its schema describes."""
-    return body.decode() if isinstance(body, bytes) else body
 
 
 class _Request:

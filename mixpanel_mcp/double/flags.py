@@ -402,9 +402,9 @@ def routes(state: DoubleState) -> list[Route]:
         for flag in state.flags.values():
             if flag.get("status") != "enabled":
                 continue
-            # Every definition names its project and workspace (feature-flags.openapi.yaml requires both).
-            owner = {"project_id": state.project.project_id, "workspace_id": state.project.workspace_id}
-            definition = {**owner, **{k: flag[k] for k in fields if flag.get(k) is not None}}
+            definition = {k: flag[k] for k in fields if flag.get(k) is not None}
+            definition.setdefault("project_id", state.project.project_id)  # every definition names both
+            definition.setdefault("workspace_id", state.project.workspace_id)
             if flag.get("experiment_id"):
                 definition["experiment_id"] = flag["experiment_id"]
                 definition["is_experiment_active"] = bool(flag.get("is_experiment_active"))

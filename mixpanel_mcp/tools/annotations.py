@@ -24,7 +24,7 @@ from mixpanel_mcp.tools._params import Date, at_most, check_order, json_list, op
 group = ToolGroup(
     name="annotations",
     title="Annotations",
-    description="Chart notes at a date (a release, an outage), and their tags.",
+    description="Chart notes (a release, an outage) and their tags.",
 )
 
 SHOWN = 5

@@ -16,7 +16,7 @@ from mixpanel_mcp.tools._params import PathId, optional
 group = ToolGroup(
     name="experiments",
     title="Experiments",
-    description="Experiments: draft > launch > conclude > decide; archive any time.",
+    description="Experiments: draft > launch > conclude > decide.",
 )
 
 SHOWN = 10

@@ -21,7 +21,7 @@ from mixpanel_mcp.tools._params import PathId, UserId, at_most, json_list, optio
 group = ToolGroup(
     name="gdpr",
     title="GDPR",
-    description="GDPR/CCPA: export all data of users, or delete it (irreversible once started).",
+    description="GDPR/CCPA: export or delete all data of users.",
 )
 
 MAX_RETRIEVAL_IDS = 2000  # Mixpanel's limits per job
@@ -52,7 +52,7 @@ def _task(answer: Any) -> str | None:
 class Retrieve(Args):
     distinct_ids: _ids(MAX_RETRIEVAL_IDS)
     compliance_type: ComplianceType = "GDPR"
-    disclosure_type: optional(Literal["Data", "Categories", "Sources"]) = Field(None, description="CCPA only.")
+    disclosure_type: optional(Literal["Data", "Categories", "Sources"]) = None  # CCPA only (checked below)
 
     @model_validator(mode="after")
     def _ccpa_only(self) -> Self:

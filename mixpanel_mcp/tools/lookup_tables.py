@@ -20,7 +20,7 @@ from mixpanel_mcp.tools._params import at_most, json_list, optional
 group = ToolGroup(
     name="lookup_tables",
     title="Lookup tables",
-    description="Lookup tables (e.g. SKU -> product): list, or replace one's content.",
+    description="Lookup tables (e.g. SKU -> product): list or replace.",
 )
 
 MAX_BYTES = 100 * 1024 * 1024  # Mixpanel refuses a table over 100 MB uncompressed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable
 from typing import Any, Literal, Self
@@ -145,37 +146,75 @@ def _shape(value: Any, depth: int = 0) -> str:
     return type(value).__name__
 
 
-def _cohorts(raw: dict[str, Any]) -> list[dict[str, Any]]:
+def _cohorts(raw: dict[str, Any], unit: str, step: int, today: dt.date) -> list[dict[str, Any]]:
     rows = []
     for date in sorted(k for k, v in raw.items() if _is_cohort(v)):
         counts = [int(c or 0) for c in raw[date]["counts"]]
         size = int(raw[date].get("first") or 0)
-        rows.append({"cohort": date, "size": size, "retained": counts, "retained_pct": [_pct(c, size) for c in counts]})
+        row = {"cohort": date, "size": size, "retained": counts, "retained_pct": [_pct(c, size) for c in counts]}
+        complete = _complete_intervals(date, unit, step, len(counts), today)
+        if complete < len(counts):
+            row["incomplete_from"] = complete  # intervals from this one on have not ended for every member yet
+        rows.append(row)
     return rows
 
 
+def _complete_intervals(cohort: str, unit: str, step: int, width: int, today: dt.date) -> int:
+    """How many of a cohort's intervals have ended for every member.
+
+    A member born on the cohort's last day has interval i until (i + 1) intervals later, so interval i is
+    over once the cohort's own period plus (i + 1) intervals have passed. A period counts as over only from
+    the day after it ends (UTC): no project time zone has reached its end before then.
+    """
+    try:
+        start = dt.date.fromisoformat(cohort[:10])
+    except ValueError:
+        return width
+    days = {"day": 1, "week": 7, "month": 30}.get(unit, 1)  # Mixpanel's retention month is 30 days
+    cohort_end = _next_month(start) if unit == "month" else start + dt.timedelta(days=days)
+    for i in range(width):
+        if cohort_end + dt.timedelta(days=days * step * (i + 1)) >= today:
+            return i
+    return width
+
+
+def _next_month(day: dt.date) -> dt.date:
+    return dt.date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
 def _overall(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per interval, retained users over the sizes of the cohorts that have that interval."""
+    """Per interval, retained users over the sizes of the cohorts for which that interval is over.
+
+    Cohorts still inside an interval would count as not retained what may yet come back: they are left out
+    of that interval's figure (and the table marks them with incomplete_from).
+    """
     width = max((len(r["retained"]) for r in rows), default=0)
     pct = []
+    partial = False
     for i in range(width):
         having = [r for r in rows if len(r["retained"]) > i]
-        pct.append(_pct(sum(r["retained"][i] for r in having), sum(r["size"] for r in having)))
-    return {"size": sum(r["size"] for r in rows), "retained_pct": pct}
+        complete = [r for r in having if r.get("incomplete_from", len(r["retained"])) > i]
+        partial = partial or len(complete) < len(having)
+        pct.append(_pct(sum(r["retained"][i] for r in complete), sum(r["size"] for r in complete)))
+    overall: dict[str, Any] = {"size": sum(r["size"] for r in rows), "retained_pct": pct}
+    if partial:
+        overall["counts_complete_cohorts_only"] = True
+    return overall
 
 
 def retention_table(raw: dict[str, Any], args: RetentionQuery) -> dict[str, Any]:
     unit, step = args.unit or "day", args.interval or 1
     data: dict[str, Any] = {"retention_type": args.retention_type, "unit": unit, "interval": step}
+    today = dt.datetime.now(dt.UTC).date()
     segmented = _by_segment(raw, _is_cohort, "/retention", "cohorts by date ({date: {counts, first}}), or by segment")
     if segmented is None:
-        rows = _cohorts(raw)
+        rows = _cohorts(raw, unit, step, today)
         data["cohorts"] = rows
     else:
         overall = segmented.pop("$overall", None)
-        data["segments"] = {name: _cohorts(cohorts) for name, cohorts in segmented.items()}
+        data["segments"] = {name: _cohorts(cohorts, unit, step, today) for name, cohorts in segmented.items()}
         # "$overall" counts every user once; without it, the segments' cohorts add up (one value per user).
-        rows = _cohorts(overall) if overall is not None else [r for seg in data["segments"].values() for r in seg]
+        rows = _cohorts(overall, unit, step, today) if overall is not None else [r for seg in data["segments"].values() for r in seg]
     overall_row = _overall(rows)
     data["intervals"] = [f"{unit} {i * step}" for i in range(len(overall_row["retained_pct"]))]
     data["overall"] = overall_row
@@ -199,6 +238,13 @@ def _retention_sentence(data: dict[str, Any], args: RetentionQuery) -> str:
         if pct is not None
     )
     text = f"{head}: {cohorts} cohort(s), {overall['size']:,} users, {args.from_date}..{args.to_date}"
+    if overall.get("counts_complete_cohorts_only"):
+        rows = data.get("cohorts") or [r for s in data.get("segments", {}).values() for r in s]
+        young = sum(1 for r in rows if "incomplete_from" in r)
+        text += (
+            f"; {young} cohort(s) have intervals not over yet (incomplete_from in the table), left out of the figures"
+            " for those intervals"
+        )
     return text + (f"; retained {quoted}." if quoted else ".")
 
 
