@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+import anyio
 import httpx2
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
@@ -25,7 +26,7 @@ from mcp_types import InputRequiredResult
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from mixpanel_mcp.audit import AuditLog, Record, error_kind, touched, upstream_status
-from mixpanel_mcp.client import CallStats, MixpanelClient, MixpanelError, call_stats
+from mixpanel_mcp.client import CallDeadlineError, CallStats, MixpanelClient, MixpanelError, call_stats
 from mixpanel_mcp.client.errors import SharedStateUnavailableError
 from mixpanel_mcp.client.state import CallsInFlightError, LocalState, State
 from mixpanel_mcp.config import Settings
@@ -37,6 +38,8 @@ from mixpanel_mcp.text import strip_controls
 from mixpanel_mcp.tools._base import Access, Operation, Run, ToolGroup, describe, discriminated, input_schema
 
 logger = logging.getLogger(__name__)
+
+DEADLINE_GRACE_SECONDS = 1.0  # lets the client's own, more precise deadline error come first
 
 CONFIRM_FIELD = "confirm"
 CONFIRM_SCHEMA = {"type": "string", "description": "Code given by a refused destructive call."}
@@ -152,10 +155,16 @@ class MixpanelTool(Tool):
                 record.reason = None if access is not Access.DESTRUCTIVE else "confirmation turned off by the policy"
             client = await runtime.client_for(settings)
             run = Run(client=client, settings=settings, progress=context.report_progress)
-            stats = CallStats()
+            deadline = settings.call_deadline
+            stats = CallStats(deadline=anyio.current_time() + deadline, deadline_seconds=deadline)
             token = call_stats.set(stats)
             try:
-                result = await op.handler(run, args)
+                # The client stops itself at the deadline, naming the request under way; this stops the
+                # rest (reading files, writing an export) a moment later, whatever the call is doing.
+                with anyio.move_on_after(deadline + DEADLINE_GRACE_SECONDS) as limit:
+                    result = await op.handler(run, args)
+                if limit.cancelled_caught:
+                    raise CallDeadlineError(seconds=deadline, requests=stats.requests)
             except MixpanelError as exc:
                 record.error, record.upstream_status = error_kind(exc), upstream_status(exc)
                 raise ToolError(describe_error(exc)) from None

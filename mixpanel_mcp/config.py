@@ -87,6 +87,8 @@ class Settings:
     export_url: str = REGION_URLS[Region.US][2]
     retry: RetrySettings = field(default_factory=RetrySettings)
     timeout: float = 130.0
+    # The most one tool call may take, all its requests, retries and waits included (MIXPANEL_CALL_DEADLINE).
+    call_deadline: float = 600.0
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     # Tools may read and write files on this machine (import from a file, export to a file): true for a
@@ -162,6 +164,7 @@ ENV_VARS = (
     "MIXPANEL_MAX_RETRIES",
     "MIXPANEL_RETRY_BASE_DELAY",
     "MIXPANEL_TIMEOUT",
+    "MIXPANEL_CALL_DEADLINE",  # seconds one tool call may take in all (600)
     "MIXPANEL_STARTUP_CHECK",
     # The client-side limiter (BudgetSettings): Mixpanel's per-project caps, for projects that have others.
     "MIXPANEL_QUERY_LIMIT_PER_HOUR",  # Query API requests per rolling hour (60)
@@ -232,6 +235,7 @@ def load_settings(env: Mapping[str, str], overrides: Mapping[str, str | None] | 
             base_delay=_number(values, "MIXPANEL_RETRY_BASE_DELAY", RetrySettings.base_delay),
         ),
         timeout=_number(values, "MIXPANEL_TIMEOUT", Settings.timeout, positive=True),
+        call_deadline=_number(values, "MIXPANEL_CALL_DEADLINE", Settings.call_deadline, positive=True),
         budget=_budget(values),
         cache=CacheSettings(
             ttl=_number(values, "MIXPANEL_CACHE_TTL", CacheSettings.ttl),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import logging
 import sqlite3
@@ -78,6 +79,9 @@ class Project:
     sa_secret: str = "test-sa-secret"
     api_secret: str = "test-api-secret"
     workspace_id: int = 5678
+    # Set for a project created before 2023: Mixpanel stores its event times in this time zone, so export
+    # gives local clock times as epoch numbers, and reads from_date/to_date as local days (export docs).
+    legacy_timezone: str | None = None
     gdpr_token: str = "test-gdpr-token"
 
 
@@ -173,6 +177,13 @@ class DoubleState:
                 self.store.save(self)
             except sqlite3.Error as exc:  # the answer was given: say it was not kept, and carry on
                 logger.warning("sandbox: could not save a change to %s: %s", self.store.path, exc)
+
+
+def group_key_id(key: str) -> str:
+    """The numeric id Mixpanel gives a group key (e.g. company_id), stable for a name: /engage's
+    data_group_id names a group key by this id, never by its name (query.openapi.yaml)."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return str(int.from_bytes(digest[:8], "big", signed=True))
 
 
 def decode_body(body: bytes, headers: dict[str, str]) -> bytes:
