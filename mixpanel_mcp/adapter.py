@@ -433,3 +433,4 @@ class Runtime:
         for _, client in self._clients:
             await client.aclose()
         self._clients.clear()
+        await self.state.aclose()

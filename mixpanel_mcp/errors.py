@@ -29,6 +29,7 @@ from mixpanel_mcp.client.errors import (
     SharedStateUnavailableError,
     TransportError,
     UnexpectedAnswerError,
+    UnreadableAnswerError,
     UpstreamError,
 )
 
@@ -143,6 +144,11 @@ def describe_error(exc: MixpanelError) -> str:
             )
         written = f" It stopped after {exc.written:,} item(s) and the partial file was removed." if exc.written else ""
         return f"Could not write the output file {exc.path}: {exc.reason}.{written} Choose another path and try again."
+    if isinstance(exc, UnreadableAnswerError):
+        return (
+            f"Mixpanel's answer to {exc.endpoint} could not be read: expected {exc.expected}, got {exc.got}. "
+            "It is not reported as zero. Try without `on` (or with another one), or check the report in Mixpanel."
+        )
     assert isinstance(exc, UpstreamError)
     said = f' Mixpanel said: "{exc.detail}".' if exc.detail else ""
     credential = _CREDENTIAL_VARS.get(exc.credential, "the credential") if exc.credential else "the credential"
