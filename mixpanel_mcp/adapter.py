@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,22 +27,26 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from mixpanel_mcp import charts
 from mixpanel_mcp.audit import AuditLog, Record, error_kind, touched, upstream_status
-from mixpanel_mcp.client import CallStats, MixpanelClient, MixpanelError, call_stats
+from mixpanel_mcp.client import CallDeadlineError, CallStats, MixpanelClient, MixpanelError, call_stats
+from mixpanel_mcp.client.errors import SharedStateUnavailableError
+from mixpanel_mcp.client.state import CallsInFlightError, LocalState, State
 from mixpanel_mcp.config import Settings
 from mixpanel_mcp.confirm import CODE_TTL, Codes, ask, can_ask, describe_effect
 from mixpanel_mcp.errors import describe_error, describe_validation
 from mixpanel_mcp.policy import Grant, PolicySource, current_grant, full_grant
-from mixpanel_mcp.results import bound, clean, render
+from mixpanel_mcp.results import bound, clean, render, trimmed_headline
 from mixpanel_mcp.text import strip_controls
 from mixpanel_mcp.tools._base import Access, Operation, Run, ToolGroup, describe, discriminated, input_schema
 
 logger = logging.getLogger(__name__)
 
+DEADLINE_GRACE_SECONDS = 1.0  # lets the client's own, more precise deadline error come first
+
 CONFIRM_FIELD = "confirm"
 CONFIRM_SCHEMA = {"type": "string", "description": "Code given by a refused destructive call."}
 # Taken by the report operations (charts.CHARTED); off by default because an image costs the agent's context.
 CHART_FIELD = "chart"
-CHART_SCHEMA = {"type": "boolean", "description": "true: add a PNG chart (costs context)."}
+CHART_SCHEMA = {"type": "boolean", "description": "Also a PNG chart; costs context."}
 
 
 def annotations(group: ToolGroup, operations: list[Operation]) -> ToolAnnotations:
@@ -157,7 +161,7 @@ class MixpanelTool(Tool):
         record.touched = touched(self.name, args)
         assert settings is not None  # a caller without settings has no tools
 
-        with runtime.slot(grant, record):
+        async with runtime.slot(grant, settings, record):
             if access is Access.DESTRUCTIVE and grant.confirm_destructive:
                 pending = await self._confirm(runtime, grant, settings, op, args, code, context, record)
                 if pending is not None:
@@ -166,24 +170,34 @@ class MixpanelTool(Tool):
                 record.reason = None if access is not Access.DESTRUCTIVE else "confirmation turned off by the policy"
             client = await runtime.client_for(settings)
             run = Run(client=client, settings=settings, progress=context.report_progress)
-            stats = CallStats()
+            deadline = settings.call_deadline
+            stats = CallStats(deadline=anyio.current_time() + deadline, deadline_seconds=deadline)
             token = call_stats.set(stats)
             try:
-                result = await op.handler(run, args)
+                # The client stops itself at the deadline, naming the request under way; this stops the
+                # rest (reading files, writing an export) a moment later, whatever the call is doing.
+                with anyio.move_on_after(deadline + DEADLINE_GRACE_SECONDS) as limit:
+                    result = await op.handler(run, args)
+                if limit.cancelled_caught:
+                    raise CallDeadlineError(seconds=deadline, requests=stats.requests)
             except MixpanelError as exc:
                 record.error, record.upstream_status = error_kind(exc), upstream_status(exc)
                 raise ToolError(describe_error(exc)) from None
             finally:
                 call_stats.reset(token)
                 record.upstream_requests, record.retries = stats.requests, stats.retries
-        data, _ = bound(clean(result.data), result.narrow_hint)
+        full = clean(result.data)
+        data, trimmed = bound(full, result.narrow_hint)
+        summary = clean(result.summary)
+        if trimmed:
+            summary = trimmed_headline(full, data, result.narrow_hint) + " " + summary
         if stats.cached:
             data["cached"] = True
         if stats.budget:
             data["budget"] = stats.budget
         if result.refused:
             record.outcome, record.error = "error", "refused_input"
-        content: list[Any] = [TextContent(type="text", text=render(clean(result.summary), data))]
+        content: list[Any] = [TextContent(type="text", text=render(summary, data))]
         meta = None
         spec = None if result.refused else charts.chart_spec(self.name, op.name, args, result.data)
         if spec is not None:
@@ -208,7 +222,11 @@ class MixpanelTool(Tool):
         effect = describe_effect(self.name, op.name, args, _project_words(grant, settings))
         rejected = None
         if isinstance(code, str) and code:
-            rejected = runtime.codes.redeem(code, grant.agent, self.name, bound_args)
+            try:
+                rejected = await runtime.codes.redeem(code, grant.agent, self.name, bound_args, runtime.state.spend_once)
+            except SharedStateUnavailableError as exc:
+                record.reason = f"confirmation unavailable: {exc.reason}"
+                raise Refused(describe_error(exc)) from None
             if rejected is None:
                 record.reason = "confirmed with a one-time code"
                 return None
@@ -332,8 +350,10 @@ class Runtime:
         audit: AuditLog | None = None,
         codes: Codes | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
+        state: State | None = None,
     ) -> None:
         self.settings = settings
+        self.state: State = state if state is not None else LocalState()
         self.groups = groups
         self.policy = policy
         self.cap = cap
@@ -347,7 +367,6 @@ class Runtime:
         self._views: dict[tuple[Any, ...], dict[str, MixpanelTool]] = {}  # by Grant.view_key (project first)
         self._projects: dict[str, Settings] = {}
         self._policy_seen: Any = None
-        self._in_flight: dict[str, int] = {}
         self.workers = 1
 
     def share_limits(self, workers: int) -> None:
@@ -406,25 +425,29 @@ class Runtime:
         for known, client in self._clients:
             if known == settings:
                 return client
-        client = MixpanelClient(settings, transport=self._transport)
+        client = MixpanelClient(settings, transport=self._transport, state=self.state)
         self._clients.append((settings, client))
         return client
 
-    @contextmanager
-    def slot(self, grant: Grant, record: Record) -> Iterator[None]:
-        """Hold one of the agent's call slots, or refuse the call when they are all taken."""
-        busy = self._in_flight.get(grant.agent, 0)
-        if busy >= grant.max_in_flight:
-            record.reason = f"{busy} calls already in flight (limit {grant.max_in_flight})"
-            raise Refused(
-                f"Too many calls at once: this agent already has {busy} call(s) in progress (limit "
-                f"{grant.max_in_flight}). Nothing was sent to Mixpanel; wait for one to finish, then try again."
-            )
-        self._in_flight[grant.agent] = busy + 1
+    @asynccontextmanager
+    async def slot(self, grant: Grant, settings: Settings, record: Record) -> AsyncIterator[None]:
+        """Hold one of the agent's call slots; when all are taken, wait for one (in turn, for at most the
+        project's max_wait), and refuse the call only when none frees up in time or too many already wait."""
+        limit = grant.max_in_flight
         try:
-            yield
-        finally:
-            self._in_flight[grant.agent] -= 1
+            async with self.state.agent_slot(grant.agent, limit, settings.budget.max_wait):
+                yield
+        except CallsInFlightError as exc:  # raised only on the way in: the call never ran
+            if exc.waited:
+                record.reason = f"{exc.busy} calls in flight (limit {limit}); none finished within {exc.waited:g} s"
+                why = f"none of them finished within {exc.waited:g} s of waiting"
+            else:
+                record.reason = f"{exc.busy} calls in flight (limit {limit}), {exc.waiting} more waiting"
+                why = f"{exc.waiting} more are already waiting for a turn"
+            raise Refused(
+                f"Too many calls at once: this agent already has {exc.busy} call(s) in progress (limit {limit}), and "
+                f"{why}. Nothing was sent to Mixpanel; try again when one of them has finished."
+            ) from None
 
     def refuse_unknown(self, name: str) -> ToolError:
         """Audit a call to a tool this caller does not have (not granted, or no such tool)."""
@@ -441,3 +464,4 @@ class Runtime:
         for _, client in self._clients:
             await client.aclose()
         self._clients.clear()
+        await self.state.aclose()

@@ -55,6 +55,37 @@ _PHRASES: dict[tuple[str, str], str] = {
     ("lexicon", "list"): "read/read Lexicon schemas",
     ("lexicon", "upsert"): "changed/change {records} Lexicon schema(s)",
     ("lexicon", "delete"): "deleted/delete Lexicon schemas",
+    ("annotations", "list"): "listed/list annotations",
+    ("annotations", "get"): "read/read an annotation",
+    ("annotations", "create"): "created/create an annotation",
+    ("annotations", "update"): "changed/change an annotation",
+    ("annotations", "delete"): "deleted/delete an annotation",
+    ("annotations", "tags"): "listed/list annotation tags",
+    ("annotations", "create_tag"): "created/create an annotation tag",
+    ("flags", "list"): "listed/list feature flags",
+    ("flags", "get"): "read/read a feature flag",
+    ("flags", "create"): "created/create a feature flag",
+    ("flags", "update"): "changed/change a feature flag",
+    ("flags", "delete"): "deleted/delete a feature flag",
+    ("flags", "evaluate"): "evaluated/evaluate feature flags for a user",
+    ("flags", "definitions"): "read/read feature flag definitions",
+    ("experiments", "list"): "listed/list experiments",
+    ("experiments", "get"): "read/read an experiment",
+    ("experiments", "create"): "created/create an experiment",
+    ("experiments", "update"): "changed/change an experiment",
+    ("experiments", "launch"): "launched/launch an experiment",
+    ("experiments", "decide"): "recorded/record an experiment's decision",
+    ("experiments", "conclude"): "concluded/conclude an experiment",
+    ("experiments", "archive"): "archived/archive an experiment",
+    ("experiments", "unarchive"): "unarchived/unarchive an experiment",
+    ("experiments", "delete"): "deleted/delete an experiment",
+    ("lookup_tables", "list"): "listed/list lookup tables",
+    ("lookup_tables", "replace"): "replaced/replace a lookup table with {records} row(s)",
+    ("gdpr", "retrieve"): "requested/request a GDPR data retrieval for {records} user(s)",
+    ("gdpr", "retrieval_status"): "checked/check a GDPR data retrieval",
+    ("gdpr", "delete_data"): "requested/request a GDPR data deletion for {records} user(s)",
+    ("gdpr", "deletion_status"): "checked/check a GDPR data deletion",
+    ("gdpr", "cancel_deletion"): "cancelled/cancel a GDPR data deletion",
 }
 _GROUP_PHRASES = {
     "engage": "updated/update a user profile ({operation})",
@@ -149,7 +180,7 @@ def touched(tool: str, args: Any) -> dict[str, Any]:
             if isinstance(name, str):
                 names.append(name)
         records = len(events)
-    for many in ("updates", "entries", "distinct_ids"):
+    for many in ("updates", "entries", "distinct_ids", "rows"):
         value = getattr(args, many, None)
         if isinstance(value, list):
             records = len(value)
@@ -173,10 +204,14 @@ def touched(tool: str, args: Any) -> dict[str, Any]:
         value = getattr(args, name, None)
         if value is not None:
             out[name] = str(value)
-    for name in ("funnel_id", "bookmark_id"):
+    for name in ("funnel_id", "bookmark_id", "annotation_id"):
         value = getattr(args, name, None)
         if isinstance(value, int):
             out[name] = value
+    for name in ("flag_id", "experiment_id", "table_id", "tracking_id"):  # ids of objects, never of people
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            out[name] = strip_controls(value)[:MAX_NAME_CHARS]
     if records is not None:
         out["records"] = records
     return out

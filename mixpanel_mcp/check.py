@@ -12,7 +12,11 @@ What each probe sends (and costs of the project's budgets):
                       the role may read the data dictionary;
                       POST /import with an empty batch (free, nothing stored): the role is Admin or Owner, which
                       imports and Lexicon edits need. Lexicon edits themselves are not tried: that would be a write.
+                      With MIXPANEL_WORKSPACE_ID, GET the workspace's feature flags: flags and experiments can be
+                      managed there (without it, the check says what to set).
     API secret        GET /api/query/events/names?limit=1 (1 Query API request).
+    GDPR token        GET the status of a retrieval job that does not exist, with the project token: the token is
+                      accepted, and nothing is started.
 
 A credential refused (401/403) on the configured region is tried on the other regions' hosts (when the hosts are
 Mixpanel's own, not overridden): an EU project queried on the US host is the most common mistake.
@@ -48,8 +52,20 @@ from mixpanel_mcp.client import (
 )
 from mixpanel_mcp.client.events import import_events
 from mixpanel_mcp.client.export import export_events
+from mixpanel_mcp.client.flags import list_flags
+from mixpanel_mcp.client.gdpr import retrieval_status
 from mixpanel_mcp.client.lexicon import list_schemas
-from mixpanel_mcp.config import REGION_URLS, CacheSettings, ConfigError, Region, RetrySettings, Settings, load_settings
+from mixpanel_mcp.client.state import State
+from mixpanel_mcp.config import (
+    REGION_URLS,
+    CacheSettings,
+    ConfigError,
+    Region,
+    RetrySettings,
+    Settings,
+    load_redis,
+    load_settings,
+)
 from mixpanel_mcp.errors import describe_error
 
 logger = logging.getLogger("mixpanel_mcp.check")
@@ -61,6 +77,7 @@ OTHER_REGION_TIMEOUT = 10.0
 TOKEN = "project token"
 SERVICE_ACCOUNT = "service account"
 API_SECRET = "API secret"
+GDPR_TOKEN = "GDPR token"
 
 TOKEN_FIX = (
     "Copy the Project Token from your project's settings (Settings > Project Settings > Access Keys) into "
@@ -129,6 +146,14 @@ async def _lexicon_probe(client: MixpanelClient) -> None:
         pass  # the account may read schemas; this one does not exist
 
 
+async def _workspace_probe(client: MixpanelClient) -> None:
+    await list_flags(client)
+
+
+async def _gdpr_probe(client: MixpanelClient) -> None:
+    await retrieval_status(client, "mixpanel-mcp-credentials-check")
+
+
 Probe = Callable[[MixpanelClient], Awaitable[None]]
 
 
@@ -140,7 +165,9 @@ class Outcome:
 
 
 class Checker:
-    def __init__(self, settings: Settings, transport: httpx2.AsyncBaseTransport | None, hosts: Hosts) -> None:
+    def __init__(
+        self, settings: Settings, transport: httpx2.AsyncBaseTransport | None, hosts: Hosts, state: State | None = None
+    ) -> None:
         # A check asks Mixpanel every time (no cache), and does not sit through minutes of retries.
         self.settings = replace(
             settings,
@@ -150,11 +177,12 @@ class Checker:
         )
         self.transport = transport
         self.hosts = hosts
+        self.state = state  # with Redis, the check's requests count in the replicas' shared budget
 
     def only(self, credential: str) -> Settings:
         """The settings with just one credential, so the probe cannot be answered by another."""
         s = self.settings
-        if credential == TOKEN:
+        if credential in (TOKEN, GDPR_TOKEN):  # the GDPR API also takes the project token
             return replace(s, service_account_username=None, service_account_secret=None, api_secret=None)
         if credential == SERVICE_ACCOUNT:
             return replace(s, project_token=None, api_secret=None)
@@ -164,7 +192,7 @@ class Checker:
         stats = CallStats()
         token = call_stats.set(stats)
         try:
-            async with MixpanelClient(settings, transport=self.transport) as client:
+            async with MixpanelClient(settings, transport=self.transport, state=self.state) as client:
                 await probe(client)
         except MixpanelError as exc:
             return Outcome(exc, stats.requests)
@@ -307,6 +335,67 @@ class Report:
         await self._export(who)
         await self._lexicon_read(who)
         await self._admin(who)
+        await self._workspace(who)
+
+    async def _workspace(self, who: str) -> None:
+        """Feature flag management and experiments live in a workspace: without one they are not offered."""
+        s = self.settings
+        what = "feature flags and experiments (workspace)"
+        if s.workspace_id is None:
+            self.add(Finding(
+                who, what, Status.NOT_CHECKED,
+                "No workspace is configured, so the flags tool offers only evaluate and definitions, and the "
+                "experiments tool is not offered.",
+                "to manage flags and experiments, set MIXPANEL_WORKSPACE_ID to the id of the project's workspace "
+                "(data view).",
+            ))
+            return
+        outcome = await self.checker.probe(SERVICE_ACCOUNT, _workspace_probe)
+        host = _host(s, Api.APP)
+        if outcome.error is None:
+            self.add(_ok(who, what, f"Workspace {s.workspace_id} answered at {host} (its feature flags were listed).", Api.APP, outcome))
+        elif outcome.region is not None:
+            self.add(_wrong_region(who, what, s, outcome, Api.APP))
+        elif isinstance(outcome.error, (PermissionDeniedError, NotFoundError)):
+            self.add(Finding(
+                who, what, Status.FAILED,
+                f"Workspace {s.workspace_id} was refused ({_status(outcome.error)}).{_said(outcome.error)}",
+                "check MIXPANEL_WORKSPACE_ID: it must be a workspace (data view) of project "
+                f"{s.project_id} that the service account may use.",
+                api=Api.APP, requests=outcome.requests,
+            ))
+        else:
+            self._service_account_refused(who, what, outcome, Api.APP)
+
+    async def gdpr(self) -> None:
+        """The GDPR token, with the project token that names the project: a status read of no job changes nothing."""
+        s = self.settings
+        what = "GDPR retrievals and deletions"
+        if s.project_token is None:
+            self.add(Finding(
+                GDPR_TOKEN, what, Status.FAILED, "The GDPR API names the project by its project token, which is not set.",
+                "set MIXPANEL_PROJECT_TOKEN as well (Settings > Project Settings > Access Keys).",
+            ))
+            return
+        outcome = await self.checker.probe(GDPR_TOKEN, _gdpr_probe)
+        error = outcome.error
+        if error is None or isinstance(error, NotFoundError):
+            self.add(_ok(GDPR_TOKEN, what, f"Accepted by {_host(s, Api.GDPR)}/app/data-retrievals/v3.0 (a status read: nothing was started).", Api.GDPR, outcome))
+        elif outcome.region is not None:
+            self.add(_wrong_region(GDPR_TOKEN, what, s, outcome, Api.GDPR))
+        elif isinstance(error, (AuthenticationError, PermissionDeniedError)):
+            refused_token = isinstance(error, AuthenticationError)
+            self.add(Finding(
+                GDPR_TOKEN, what, Status.FAILED,
+                f"Mixpanel refused the {'GDPR token' if refused_token else 'project token for this GDPR token'} "
+                f"({_status(error)}).{_said(error)}",
+                "generate a new GDPR OAuth token as Mixpanel's end-user data management docs describe, and set it in "
+                "MIXPANEL_GDPR_TOKEN." if refused_token else
+                "check that MIXPANEL_PROJECT_TOKEN is the token of a project the GDPR token was made for.",
+                api=Api.GDPR, requests=outcome.requests,
+            ))
+        else:
+            self.add(_unreachable_or_transient(GDPR_TOKEN, what, outcome, Api.GDPR))
 
     def _service_account_refused(self, who: str, what: str, outcome: Outcome, api: Api) -> None:
         s = self.settings
@@ -465,18 +554,21 @@ async def run_check(
     *,
     hosts: Hosts = REGION_URLS,
     quick: bool = False,
+    state: State | None = None,
 ) -> list[Finding]:
     """Check every configured credential; `quick` sends only requests that spend no rate budget.
 
     `hosts` is where each region's APIs live (tests point it at local doubles).
     """
-    report = Report(Checker(settings, transport, hosts), quick)
+    report = Report(Checker(settings, transport, hosts, state), quick)
     if settings.project_token is not None:
         await report.token()
     if settings.has_service_account:
         await report.service_account()
     if settings.api_secret is not None:
         await report.api_secret()
+    if settings.gdpr_token is not None and not quick:
+        await report.gdpr()
     return report.findings
 
 
@@ -537,6 +629,32 @@ async def startup_warnings(
     return findings
 
 
+SHARED = "the rate budgets, the result cache, spent confirmation codes and agents' calls in flight"
+
+
+def redis_finding(env: Mapping[str, str], url: str | None = None) -> Finding | None:
+    """Whether the Redis the replicas share answers (None when none is configured)."""
+    what = "state shared by every replica (MIXPANEL_MCP_REDIS_URL)"
+    try:
+        redis = load_redis(env, url)
+    except ConfigError as exc:
+        return Finding("REDIS", what, Status.FAILED, str(exc), "correct MIXPANEL_MCP_REDIS_URL (or --redis-url).")
+    if redis is None:
+        return None
+    try:
+        from mixpanel_mcp.client.redis_state import check_redis
+
+        version = check_redis(redis.url.get_secret_value())
+    except ImportError:
+        return Finding("REDIS", what, Status.FAILED, "the Redis client is not installed.", "pip install 'mixpanel-mcp[redis]'")
+    except ConnectionError as exc:
+        return Finding(
+            "REDIS", what, Status.FAILED, f"{redis.shown}: {exc}.",
+            "start Redis, or correct MIXPANEL_MCP_REDIS_URL; the server will not start without it.",
+        )
+    return Finding("REDIS", what, Status.OK, f"{redis.shown} answers (Redis {version}); shared through it: {SHARED}.")
+
+
 def check_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mixpanel-mcp check",
@@ -547,6 +665,7 @@ def check_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--region", choices=[r.value for r in Region], help="overrides MIXPANEL_REGION")
     p.add_argument("--project-id", help="overrides MIXPANEL_PROJECT_ID")
+    p.add_argument("--redis-url", metavar="URL", help="overrides MIXPANEL_MCP_REDIS_URL: the Redis to check")
     return p
 
 
@@ -557,7 +676,24 @@ def main_check(argv: Sequence[str], *, hosts: Hosts = REGION_URLS) -> int:
     except ConfigError as exc:
         print(f"mixpanel-mcp check: configuration error: {exc}", file=sys.stderr)
         return 2
-    findings = anyio.run(lambda: run_check(settings, hosts=hosts))
+    shared = redis_finding(os.environ, args.redis_url)
+
+    async def check() -> list[Finding]:
+        if shared is None or shared.failed:
+            return await run_check(settings, hosts=hosts)
+        from mixpanel_mcp.client.redis_state import RedisState
+
+        redis = load_redis(os.environ, args.redis_url)
+        assert redis is not None
+        state = RedisState(redis.url.get_secret_value(), lease=redis.lease)
+        try:
+            return await run_check(settings, hosts=hosts, state=state)
+        finally:
+            await state.aclose()
+
+    findings = anyio.run(check)
+    if shared is not None:
+        findings.append(shared)
     print(render(settings, findings))
     return exit_code(findings)
 

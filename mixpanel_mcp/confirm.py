@@ -18,7 +18,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from mcp.server.context import ServerRequestContext
@@ -35,6 +35,7 @@ CODE_TTL = 300.0  # seconds a confirmation code stays valid
 REQUEST_STATE_TTL = 600.0  # seconds a client has to answer a question asked through InputRequiredResult
 MIN_SECRET_BYTES = 32
 MODERN = "2026-07-28"
+GDPR_IDS_SHOWN = 200  # distinct_ids a GDPR deletion's question lists by name
 
 Answer = Literal["accept", "decline", "cancel"]
 
@@ -87,18 +88,18 @@ def canonical(value: Any) -> str:
 class Codes:
     """One-time confirmation codes: HMAC over (agent, tool, exact arguments, expiry, nonce), used once.
 
-    Stateless to issue; the server remembers only the codes already used, until they expire. The key is
-    random per process, so a restart invalidates outstanding codes (the agent just asks again), unless it is
-    derived from a shared secret (`shared_codes`): then every worker holding the secret accepts the code.
-    "Used once" is remembered in memory, so it holds per worker: with N workers the same agent could replay a
-    code, for the exact call it confirms, at most once on each other worker within its TTL.
+    Stateless to issue; what is remembered is which codes were already used, until they expire, by the
+    server's state (`spend`: in this process, or in Redis for every replica). The key is random per
+    process, so a restart invalidates outstanding codes (the agent just asks again), unless it is derived from
+    a shared secret (`shared_codes`): then every worker holding the secret accepts the code. Without a shared
+    state, "used once" holds per worker: with N workers the same agent could replay a code, for the exact call
+    it confirms, at most once on each other worker within its TTL.
     """
 
     def __init__(self, ttl: float = CODE_TTL, clock: Callable[[], float] = time.time, key: bytes | None = None) -> None:
         self.ttl = ttl
         self._clock = clock
         self._key = key or secrets.token_bytes(32)
-        self._used: dict[str, float] = {}
 
     def _mac(self, agent: str, tool: str, arguments: str, expiry: int, nonce: str) -> str:
         message = "\n".join((agent, tool, str(expiry), nonce, arguments)).encode()
@@ -109,8 +110,13 @@ class Codes:
         nonce = secrets.token_hex(4)
         return f"{expiry:x}-{nonce}-{self._mac(agent, tool, canonical(arguments), expiry, nonce)}"
 
-    def redeem(self, code: str, agent: str, tool: str, arguments: Any) -> str | None:
-        """None when `code` confirms exactly this call (and is now spent); else why it does not."""
+    async def redeem(
+        self, code: str, agent: str, tool: str, arguments: Any, spend: Callable[[str, float], Awaitable[bool]]
+    ) -> str | None:
+        """None when `code` confirms exactly this call (and is now spent); else why it does not.
+
+        `spend(token, until)` records the code as used (True the first time); it may raise when it cannot
+        tell (the shared state is unreachable): then the code is not accepted."""
         parts = code.strip().split("-")
         if len(parts) != 3 or not all(parts):
             return "it is not a confirmation code"
@@ -122,13 +128,12 @@ class Codes:
         expected = self._mac(agent, tool, canonical(arguments), expiry, nonce)
         if not hmac.compare_digest(expected, mac.lower()):
             return "it was issued for other arguments (a code confirms only the exact call it was given for)"
-        now = self._clock()
-        if expiry < now:
+        if expiry < self._clock():
             return "it has expired"
-        self._used = {n: e for n, e in self._used.items() if e >= now}
-        if nonce in self._used:
+        # What is remembered is a digest of the code, never the code itself.
+        token = hashlib.sha256(f"{expiry_text}-{nonce}-{mac.lower()}".encode()).hexdigest()[:32]
+        if not await spend(token, expiry):
             return "it was already used"
-        self._used[nonce] = expiry
         return None
 
 
@@ -194,6 +199,27 @@ def describe_effect(tool: str, operation: str, args: Any, project: str) -> str:
     elif tool == "lexicon" and operation == "upsert":
         count = len(args.entries or [])
         what = f"delete the WHOLE Lexicon data dictionary {where}, then add {count} schema(s)"
+    elif tool == "annotations" and operation == "delete":
+        what = f"delete annotation #{args.annotation_id} {where}"
+    elif tool == "flags" and operation == "delete":
+        what = f"delete the feature flag {args.flag_id!r} {where}; apps asking for it get their fallback"
+    elif tool == "experiments" and operation == "delete":
+        what = f"delete the experiment {args.experiment_id!r} {where}, irreversibly"
+    elif tool == "experiments" and operation == "conclude":
+        what = f"conclude the experiment {args.experiment_id!r} {where} (it stops collecting results)"
+    elif tool == "experiments" and operation == "decide":
+        outcome = f"ship variant {args.variant!r}" if args.variant else ("a success" if args.success else "a failure")
+        what = f"record the decision on experiment {args.experiment_id!r} as {outcome} {where}"
+    elif tool == "lookup_tables" and operation == "replace":
+        what = f"replace the whole content of lookup table {args.table_id!r} {where}"
+    elif tool == "gdpr" and operation == "delete_data":
+        ids = list(args.distinct_ids)  # the person checks whose data goes: every id, up to a screenful or two
+        shown = ", ".join(repr(i) for i in ids[:GDPR_IDS_SHOWN])
+        shown += f" and {len(ids) - GDPR_IDS_SHOWN} more" if len(ids) > GDPR_IDS_SHOWN else ""
+        what = (
+            f"delete ALL data (events and profiles) of {len(ids)} user(s) {where} under {args.compliance_type}, "
+            f"irreversibly once Mixpanel starts: {shown}"
+        )
     else:
         what = f"run {tool} {operation} {where}"
     return strip_controls(what)

@@ -36,7 +36,6 @@ from pydantic import Field
 from mixpanel_mcp.adapter import Refused, Runtime, project_label
 from mixpanel_mcp.audit import Record, error_kind, upstream_status
 from mixpanel_mcp.client import Api, CallStats, CredentialMissingError, MixpanelClient, MixpanelError, call_stats, query
-from mixpanel_mcp.client.budget import budget_for
 from mixpanel_mcp.client.export import list_cohorts
 from mixpanel_mcp.client.lexicon import list_schemas
 from mixpanel_mcp.errors import describe_error
@@ -159,7 +158,7 @@ async def read_source(runtime: Runtime, source: Source) -> str:
             record.outcome, record.error = "error", "credential_missing"
             raise ResourceError(f"{source.uri} needs {_NEEDS_TEXT[source.needs]}, which this project does not have configured.")
         try:
-            with runtime.slot(grant, record):
+            async with runtime.slot(grant, settings, record):
                 client = await runtime.client_for(settings)
                 token = call_stats.set(stats)
                 try:
@@ -200,7 +199,7 @@ _NEEDS_TEXT = {
 
 # -- the project overview (no request) ---------------------------------------------------------------
 
-_FAMILIES = (Api.INGESTION, Api.IMPORT, Api.QUERY, Api.EXPORT, Api.LEXICON)
+_FAMILIES = (Api.INGESTION, Api.IMPORT, Api.QUERY, Api.EXPORT, Api.LEXICON, Api.APP, Api.FLAGS, Api.LOOKUP, Api.GDPR)
 _LIMITED = (Api.QUERY, Api.EXPORT, Api.LEXICON)
 
 
@@ -213,16 +212,19 @@ def _credential_of(api: Api, client: MixpanelClient) -> str | None:
     return None if credential is None else credential.value
 
 
-def budgets(client: MixpanelClient) -> dict[str, Any]:
-    """What is left of each rate-limited family's budget, as this process counts it; "unknown" when it cannot say."""
+async def budgets(client: MixpanelClient) -> dict[str, Any]:
+    """What is left of each rate-limited family's budget, as the server counts it; "unknown" when it cannot say."""
     settings = client.settings
     left: dict[str, Any] = {}
     for api in _LIMITED:
         if _credential_of(api, client) is None:
             left[api.value] = "not configured"
             continue
-        budget = budget_for(api, settings)
-        left[api.value] = budget.remaining() if budget is not None else "unknown"
+        try:
+            remaining = await client.state.remaining(api, settings)
+        except MixpanelError:  # the shared counts are out of reach (Redis)
+            remaining = None
+        left[api.value] = remaining if remaining is not None else "unknown"
     left["note"] = QUERY_BUDGET_NOTE
     return left
 
@@ -262,10 +264,11 @@ async def project_overview(runtime: Runtime, grant: Grant, resources: list[Sourc
             "project_token": settings.project_token is not None,
             "service_account": settings.has_service_account,
             "api_secret": settings.api_secret is not None,
+            "gdpr_token": settings.gdpr_token is not None,
         },
         "credential_used": {api.value: _credential_of(api, client) for api in _FAMILIES},
         "operations": operations,
-        "budget": budgets(client),
+        "budget": await budgets(client),
         "resources": readable,
         "local_files": settings.local_files,
         "dates": "yyyy-mm-dd, inclusive; today (UTC) is " + dt.datetime.now(dt.UTC).date().isoformat(),

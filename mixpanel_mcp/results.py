@@ -46,11 +46,38 @@ def bound(data: dict[str, Any], narrow_hint: str, limit: int = MAX_RESULT_CHARS)
             "omitted": cut,
             "note": f"{sum(cut.values())} more items not shown; {narrow_hint}.",
         }
-        trimmed["truncated"] = note
+        _count_what_is_shown(data, trimmed)
+        trimmed = {"truncated": note, **trimmed}  # first: a reader of the JSON meets it before the lists
         if size(trimmed) <= limit:
             return trimmed, sum(cut.values())
         cap //= 2
     return {"truncated": {"note": f"The answer was too large to show; {narrow_hint}."}}, 1
+
+
+def _count_what_is_shown(data: dict[str, Any], trimmed: dict[str, Any]) -> None:
+    """`returned` counts what the answer holds: when its one list was cut, the count follows (and `read` keeps
+    how many were read)."""
+    cut = _cut_lists(data, trimmed)
+    if len(cut) == 1 and isinstance(data.get("returned"), int):
+        ((_, (shown, total)),) = cut.items()
+        if data["returned"] == total:
+            trimmed["returned"], trimmed["read"] = shown, total
+
+
+def _cut_lists(data: dict[str, Any], trimmed: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    return {
+        key: (len(trimmed[key]), len(value))
+        for key, value in data.items()
+        if isinstance(value, list) and isinstance(trimmed.get(key), list) and len(trimmed[key]) < len(value)
+    }
+
+
+def trimmed_headline(data: dict[str, Any], trimmed: dict[str, Any], narrow_hint: str) -> str:
+    """The first sentence of a trimmed answer: what it holds, before anything that counts what was read."""
+    shown = [f"{kept:,} of the {total:,} {key}" for key, (kept, total) in _cut_lists(data, trimmed).items()]
+    if not shown:
+        return f"Trimmed to fit the context window: parts are not shown (see truncated); {narrow_hint}."
+    return f"Trimmed to fit the context window: this answer shows {', '.join(shown)}; {narrow_hint}."
 
 
 def _cap(value: Any, cap: int, path: str, cut: dict[str, int]) -> Any:

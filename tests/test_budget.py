@@ -93,7 +93,7 @@ async def test_spent_hourly_budget_fails_at_once_with_the_wait(double, double_ur
     match = budget_message(error_text(refused), "3 an hour", "Query API")
     assert match is not None, error_text(refused)
     assert match.groups() == ("60", "min")
-    assert elapsed < 1
+    assert elapsed < 30  # at once: the alternative is waiting out the hour (generous for a busy machine)
     cached = structured(repeat)
     assert cached["cached"] is True
     assert cached["grand_total"] == structured(first)["grand_total"] == 1
@@ -217,7 +217,8 @@ async def test_a_short_wait_is_waited_for():
     started = time.monotonic()
     for _ in range(3):
         (await budget.acquire("/export")).release()
-    assert 0.15 <= time.monotonic() - started < 1.0
+    # The third waits for the first to leave the 0.2 s window; the ceiling is max_wait, never an idle-machine guess.
+    assert 0.15 <= time.monotonic() - started
 
 
 async def test_clients_of_one_project_share_a_budget(double_url):

@@ -80,8 +80,10 @@ def test_all_good_exits_0_and_says_what_each_probe_proved_without_storing_anythi
         heading("ok", SA, "Lexicon read (data dictionary)"),
         heading("ok", SA, "imports (/import, $merge)"),
         heading("not checked", SA, "Lexicon edits (upsert, delete)"),
+        heading("not checked", SA, "feature flags and experiments (workspace)"),
         heading("ok", "API secret", "reports and export (legacy project secret)"),
     ]
+    assert "Fix: to manage flags and experiments, set MIXPANEL_WORKSPACE_ID" in result.stdout
     assert "It is not used while a service account is configured." in result.stdout
     assert "Rate budget spent by this check: 2 Query API request(s) of 60 an hour, 1 export(s) of 60 an hour, 1 Lexicon request(s) of 5 a minute." in result.stdout
     assert result.stdout.rstrip().endswith("Everything checked works.")
@@ -316,3 +318,26 @@ def test_cli_subcommand_and_server_start_up_log_the_same_findings(double, double
         server.wait(timeout=10)
     assert "Mixpanel credentials:" in text and "service account" in text
     assert "wrong-secret" not in text
+
+
+def test_the_workspace_and_the_gdpr_token_are_checked_when_configured(double, double_url):
+    env = server_env(double_url, MIXPANEL_WORKSPACE_ID="5678", MIXPANEL_GDPR_TOKEN="test-gdpr-token")
+    result = run(env)
+    assert result.returncode == 0, result.stdout
+    found = blocks(result.stdout)
+    assert heading("ok", SA, "feature flags and experiments (workspace)") in found
+    assert heading("ok", "GDPR token", "GDPR retrievals and deletions") in found
+    flags, gdpr = (r for r in double.received() if "feature-flags" in r.path or "data-retrievals" in r.path)
+    assert (flags.method, flags.path) == ("GET", f"/api/app/projects/{PROJECT_ID}/workspaces/5678/feature-flags")
+    assert (gdpr.method, gdpr.query, gdpr.headers["authorization"]) == ("GET", {"token": TOKEN}, "Bearer test-gdpr-token")
+    assert double.gdpr_jobs == {}
+
+    double.reset()
+    wrong = run(server_env(double_url, MIXPANEL_WORKSPACE_ID="999", MIXPANEL_GDPR_TOKEN="expired-token"))
+    assert wrong.returncode == 1
+    found = blocks(wrong.stdout)
+    workspace = found[heading("FAILED", SA, "feature flags and experiments (workspace)")]
+    assert "Workspace 999 was refused (403" in workspace and "Fix: check MIXPANEL_WORKSPACE_ID" in workspace
+    gdpr = found[heading("FAILED", "GDPR token", "GDPR retrievals and deletions")]
+    assert "Mixpanel refused the GDPR token (401" in gdpr and "MIXPANEL_GDPR_TOKEN" in gdpr
+    assert "expired-token" not in wrong.stdout + wrong.stderr

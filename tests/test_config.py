@@ -28,6 +28,7 @@ def test_every_variable_is_read():
             "MIXPANEL_SERVICE_ACCOUNT_USERNAME": "bot.x1.mp-service-account",
             "MIXPANEL_SERVICE_ACCOUNT_SECRET": "sa-secret-value",
             "MIXPANEL_API_SECRET": "legacy-secret",
+            "MIXPANEL_GDPR_TOKEN": "gdpr-oauth-token",
             "MIXPANEL_REGION": "EU",
             "MIXPANEL_WORKSPACE_ID": "77",
             "MIXPANEL_INGESTION_URL": "https://ingest.example.com/",
@@ -52,8 +53,10 @@ def test_every_variable_is_read():
     assert settings.export_url == "https://export.example.com/api/2.0"
     assert settings.retry == RetrySettings(max_retries=7, base_delay=0.5, max_delay=60.0)
     assert settings.timeout == 12.5
-    assert sorted(settings.secrets()) == ["legacy-secret", "sa-secret-value", "tok-123"]
+    assert settings.gdpr_token is not None and settings.gdpr_token.get_secret_value() == "gdpr-oauth-token"
+    assert sorted(settings.secrets()) == ["gdpr-oauth-token", "legacy-secret", "sa-secret-value", "tok-123"]
     assert (settings.can_track, settings.can_import, settings.can_query, settings.can_lexicon) == (True, True, True, True)
+    assert (settings.can_app, settings.can_workspace, settings.can_gdpr) == (True, True, True)
 
 
 def test_defaults_with_only_a_token():
@@ -303,10 +306,11 @@ def test_cli_project_id_completes_a_service_account():
 
 
 def test_secrets_never_appear_in_repr_or_str():
-    env = {**SERVICE_ACCOUNT, "MIXPANEL_PROJECT_TOKEN": "tok-123", "MIXPANEL_API_SECRET": "legacy-secret"}
+    env = {**SERVICE_ACCOUNT, "MIXPANEL_PROJECT_TOKEN": "tok-123", "MIXPANEL_API_SECRET": "legacy-secret",
+           "MIXPANEL_GDPR_TOKEN": "gdpr-oauth-token"}
     settings = load_settings(env)
     for text in (repr(settings), str(settings), f"{settings}", repr(settings.project_token)):
-        for secret in ("tok-123", "sa-secret-value", "legacy-secret"):
+        for secret in ("tok-123", "sa-secret-value", "legacy-secret", "gdpr-oauth-token"):
             assert secret not in text
     assert "**********" in repr(settings)
     # The username is not a secret and stays readable.
@@ -318,3 +322,29 @@ def test_settings_are_immutable():
     with pytest.raises(AttributeError):
         settings.project_id = 1  # type: ignore[misc]
     assert isinstance(settings, Settings)
+
+
+@pytest.mark.parametrize(
+    ("region", "app", "ingestion"),
+    [
+        ("us", "https://mixpanel.com/api/app", "https://api.mixpanel.com"),
+        ("eu", "https://eu.mixpanel.com/api/app", "https://api-eu.mixpanel.com"),
+        ("in", "https://in.mixpanel.com/api/app", "https://api-in.mixpanel.com"),
+    ],
+)
+def test_every_new_api_family_has_its_regional_host(region, app, ingestion):
+    from mixpanel_mcp.client import Api, MixpanelClient
+
+    client = MixpanelClient(load_settings({**SERVICE_ACCOUNT, "MIXPANEL_REGION": region}))
+    assert client.url(Api.APP, "/projects/1/annotations") == f"{app}/projects/1/annotations"
+    assert client.url(Api.GDPR, "/data-deletions/v3.0") == f"{app}/data-deletions/v3.0"
+    assert client.url(Api.FLAGS, "/flags") == f"{ingestion}/flags"
+    assert client.url(Api.LOOKUP, "/lookup-tables") == f"{ingestion}/lookup-tables"
+
+
+def test_flags_and_experiments_need_a_workspace_and_gdpr_needs_both_tokens():
+    settings = load_settings(SERVICE_ACCOUNT)
+    assert (settings.can_app, settings.can_workspace, settings.can_gdpr) == (True, False, False)
+    gdpr_only = load_settings({**SERVICE_ACCOUNT, "MIXPANEL_GDPR_TOKEN": "g"})
+    assert gdpr_only.can_gdpr is False  # the GDPR API names the project by its token
+    assert load_settings({**SERVICE_ACCOUNT, "MIXPANEL_GDPR_TOKEN": "g", "MIXPANEL_PROJECT_TOKEN": "t"}).can_gdpr is True

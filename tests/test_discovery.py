@@ -83,9 +83,10 @@ async def test_a_token_only_server_offers_the_project_resource_and_no_query_prom
         project = await read(client, "mixpanel://project")
     assert resources == ["mixpanel://project"]
     assert prompts == []
-    assert project["credentials"] == {"project_token": True, "service_account": False, "api_secret": False}
+    assert project["credentials"] == {"project_token": True, "service_account": False, "api_secret": False, "gdpr_token": False}
     assert project["credential_used"] == {
         "ingestion": "project token", "import": "project token", "query": None, "export": None, "lexicon": None,
+        "app": None, "flags": None, "lookup tables": None, "gdpr": None,
     }
     assert project["budget"]["query"] == "not configured"
     assert project["resources"] == ["mixpanel://project"]
@@ -119,7 +120,7 @@ async def test_project_says_region_credentials_operations_and_budget_without_ask
     assert project["project_id"] == PROJECT_ID
     assert project["region"] == "eu"
     assert project["hosts"]["query"] == f"{double_url}/api"
-    assert project["credentials"] == {"project_token": True, "service_account": True, "api_secret": True}
+    assert project["credentials"] == {"project_token": True, "service_account": True, "api_secret": True, "gdpr_token": False}
     assert project["credential_used"]["query"] == "service account"
     assert project["operations"]["events"]["names"] == "read"
     assert project["operations"]["lexicon"]["delete"] == "destructive"

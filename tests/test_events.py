@@ -211,3 +211,18 @@ async def test_server_errors_are_retried_and_rate_limits_reported(double, env):
     text = error_text(limited)
     assert "retry in 60 min" in text and "60 queries an hour" in text
     assert len(double.received("/api/query/events/names")) == 1  # an hour's wait is not slept through
+
+
+async def test_counts_by_week_say_which_buckets_are_not_a_whole_week(double, env):
+    january(double)
+    # 2026-01-08 is a Thursday: its week's bucket (starting Monday 01-05) holds four days of that week.
+    period = {"from_date": "2026-01-08", "to_date": "2026-01-20", "unit": "week"}
+    async with stdio_client(env) as client:
+        result = await client.call_tool("events", {"operation": "counts", "event": ["Signed up"], **period})
+    data = structured(result)
+    assert data["partial_periods"] == {
+        "2026-01-05": "covers 2026-01-08..2026-01-11 only, not the whole week",
+        "2026-01-19": "covers 2026-01-19..2026-01-20 only, not the whole week",
+    }
+    assert "2026-01-12" not in data["partial_periods"]
+    assert "Not whole periods: 2026-01-05 covers 2026-01-08..2026-01-11 only" in result.content[0].text

@@ -1,5 +1,6 @@
 """funnels: list saved funnels and run one, end to end over stdio against the double's computed funnels."""
 
+import httpx2
 import pytest
 
 from tests.conftest import PROJECT_ID, SA_SECRET, SA_USER, error_text, server_env, stdio_client, stored_event, structured
@@ -85,14 +86,15 @@ async def test_list_then_query_sums_steps_over_dates(double, env):
         {"date": "2026-01-06", "counts": [2, 1, 1], "overall_conv_ratio": 0.5},
     ]
     assert daily.content[0].text.startswith(
-        "Funnel 42 (Viewed page → Added to cart → Purchased): 5 → 2 (40.0%) over 2026-01-05..2026-01-06; "
+        "Funnel 42 (Viewed page → Added to cart → Purchased): 5 → 2 (40.0%) over 2026-01-05..2026-01-06, entries "
+        "summed over 2 buckets (a user who entered in several counts in each: see counted); "
         "biggest drop at step 2 (Added to cart, 60.0% of the step before)."
     )
 
     # A 1-hour window drops u2's add to cart (22 h later): [3, 1, 1] + [2, 1, 1].
     assert_query_request(
         second,
-        {"funnel_id": "42", "from_date": "2026-01-05", "to_date": "2026-01-06", "length": "1", "length_unit": "hour"},
+        {"funnel_id": "42", "from_date": "2026-01-05", "to_date": "2026-01-06", "length": "1", "length_unit": "hour", "interval": "2"},
     )
     data = structured(hour)
     assert [s["count"] for s in data["steps"]] == [5, 2, 2]
@@ -108,6 +110,7 @@ async def test_list_then_query_sums_steps_over_dates(double, env):
             "on": 'properties["country"]',
             "where": 'properties["country"] != "FR"',
             "limit": "5",
+            "interval": "2",
         },
     )
     data = structured(segmented)
@@ -116,7 +119,7 @@ async def test_list_then_query_sums_steps_over_dates(double, env):
         {"segment": "US", "counts": [3, 2, 1], "overall_conv_ratio": 0.3333},
         {"segment": "DE", "counts": [1, 1, 1], "overall_conv_ratio": 1.0},
     ]
-    assert "4 → 2 (50.0%)" in segmented.content[0].text
+    assert "4 → 2 users (50.0%)" in segmented.content[0].text
     assert "2 segment(s), largest 'US' (33.3%)" in segmented.content[0].text
 
 
@@ -129,7 +132,7 @@ async def test_workspace_id_is_sent_and_empty_range_is_said_plainly(double, doub
     assert request.query["workspace_id"] == "3456" and request.query["project_id"] == str(PROJECT_ID)
     data = structured(result)
     assert [s["count"] for s in data["steps"]] == [0, 0]
-    assert [d["date"] for d in data["by_date"]] == ["2026-02-01", "2026-02-02"]
+    assert [d["date"] for d in data["by_date"]] == ["2026-02-01"]  # one bucket spanning the range
     assert result.content[0].text.startswith(
         "Funnel 7509 (Viewed page → Signed up): nobody entered step 1 in 2026-02-01..2026-02-02."
     )
@@ -184,3 +187,40 @@ async def test_unknown_funnel_403_and_5xx(double, env):
 
     assert structured(retried)["count"] == 1
     assert len(double.received("/api/query/funnels/list")) == 1 + 3  # the 403 once, then 502, 502, 200
+
+
+async def test_overall_figures_count_each_user_once_and_a_split_range_says_it_sums_entries(double, env):
+    double.funnels.append(dict(CHECKOUT))
+    # u1 enters on both days and buys on the second; u2 enters once.
+    double.events.extend([
+        stored_event("Viewed page", "u1", "2026-01-05T10:00"),
+        stored_event("Viewed page", "u1", "2026-01-06T10:00"),
+        stored_event("Added to cart", "u1", "2026-01-06T10:05"),
+        stored_event("Purchased", "u1", "2026-01-06T10:10"),
+        stored_event("Viewed page", "u2", "2026-01-06T11:00"),
+    ])
+    base = {"operation": "query", "funnel_id": 42, "from_date": "2026-01-05", "to_date": "2026-01-06"}
+    async with stdio_client(env) as client:
+        overall = await client.call_tool("funnels", base)
+        daily = await client.call_tool("funnels", {**base, "unit": "day"})
+    once, split = double.received("/api/query/funnels")
+    assert once.query["interval"] == "2" and "unit" not in once.query  # one bucket spanning the range
+    data = structured(overall)
+    assert [s["count"] for s in data["steps"]] == [2, 1, 1]  # two users, as Mixpanel's funnel report says
+    assert data["counted"].startswith("users: each user who entered step 1 in the range counts once")
+    assert "2 → 1 users (50.0%)" in overall.content[0].text
+    # By day, Mixpanel counts u1 in each day's bucket (converting in both): 3 entries, and the answer says so.
+    data = structured(daily)
+    assert [s["count"] for s in data["steps"]] == [3, 2, 2]
+    assert data["counted"].startswith("entries summed over 2 day buckets")
+    assert "entries summed over 2 buckets" in daily.content[0].text
+
+
+async def test_the_double_answers_step_times_as_the_spec_types_them(double, double_url):
+    """avg_time is null for step 0 (query.openapi.yaml says so); avg_time_from_start is an integer on every step."""
+    add_checkout_events(double)
+    answer = httpx2.get(f"{double_url}/api/query/funnels", auth=(SA_USER, SA_SECRET), params={
+        "project_id": PROJECT_ID, "funnel_id": 42, "from_date": "2026-01-05", "to_date": "2026-01-05"})
+    steps = answer.json()["data"]["2026-01-05"]["steps"]
+    assert [s["avg_time"] for s in steps] == [None, 300 // 2 + 79_200 // 2, 1_500]
+    assert all(isinstance(s["avg_time_from_start"], int) for s in steps) and steps[0]["avg_time_from_start"] == 0

@@ -23,7 +23,7 @@ def test_user_config_maps_to_server_variables_and_secrets_are_sensitive():
     referenced = {re.fullmatch(r"\$\{user_config\.(\w+)\}", value).group(1) for value in env.values()}
     assert referenced == set(MANIFEST["user_config"])
     sensitive = {k for k, v in MANIFEST["user_config"].items() if v.get("sensitive")}
-    assert sensitive == {"project_token", "service_account_secret"}
+    assert sensitive == {"project_token", "service_account_secret", "gdpr_token"}
 
 
 def test_manifest_version_matches_package():
@@ -41,6 +41,7 @@ async def test_a_host_launching_the_bundle_in_demo_mode_gets_every_tool(tmp_path
     from mcp.client.stdio import StdioServerParameters
 
     answers = {"sandbox": "true", "project_token": "", "service_account_username": "", "service_account_secret": "",
+               "workspace_id": "", "gdpr_token": "",
                "project_id": "", "region": "us"}
     env = {
         name: re.sub(r"\$\{user_config\.(\w+)\}", lambda m: answers[m.group(1)], value)

@@ -41,6 +41,13 @@ def test_every_operation_is_classified_and_exactly_these_are_destructive():
         ("groups", "batch"),
         ("lexicon", "upsert"),
         ("lexicon", "delete"),
+        ("annotations", "delete"),
+        ("flags", "delete"),
+        ("experiments", "decide"),
+        ("experiments", "conclude"),
+        ("experiments", "delete"),
+        ("lookup_tables", "replace"),
+        ("gdpr", "delete_data"),
     }
     reads = {g.name for g in ALL_GROUPS if all(op.access is Access.READ for op in g.operations.values())}
     assert reads == {"events", "segmentation", "funnels", "retention", "insights", "jql", "export"}
@@ -181,7 +188,10 @@ async def test_read_only_lists_no_write_tool_refuses_writes_by_name_and_sends_no
         ]
         names = await client.call_tool("events", {"operation": "names"})
     assert tools and all(t.annotations.read_only_hint for t in tools)
-    assert {t.name for t in tools} == {"events", "segmentation", "funnels", "retention", "insights", "jql", "export", "lexicon"}
+    assert {t.name for t in tools} == {
+        "events", "segmentation", "funnels", "retention", "insights", "jql", "export", "lexicon", "annotations", "flags",
+        "lookup_tables",
+    }
     assert operations(next(t for t in tools if t.name == "lexicon")) == ["list"]
     assert all("confirm" not in t.input_schema["properties"] for t in tools)
     texts = [error_text(a) for a in attempts]

@@ -25,10 +25,10 @@ from mcp.client.stdio import StdioServerParameters
 
 from mixpanel_mcp.config import default_sandbox_dir
 from mixpanel_mcp.double.seed import FUNNEL_PURCHASE, generate
-from mixpanel_mcp.double.state import DoubleState
+from mixpanel_mcp.double.state import DoubleState, group_key_id
 from mixpanel_mcp.double.store import SqliteStore
 from mixpanel_mcp.tools import ALL_GROUPS
-from tests.conftest import NO_CONFIRM, error_text, structured
+from tests.conftest import NO_CONFIRM, error_text, keep_contract_mode, structured
 from tests.harness import http_client, http_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ DAY = dt.timedelta(days=1)
 
 
 def no_credentials() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("MIXPANEL_")}
+    return keep_contract_mode({k: v for k, v in os.environ.items() if not k.startswith("MIXPANEL_")})
 
 
 @asynccontextmanager
@@ -69,9 +69,12 @@ def span(events: list[dict[str, Any]]) -> tuple[dt.date, dt.date]:
     return min(days), max(days)
 
 
-def funnel_steps(events: list[dict[str, Any]], steps: list[str], start: dt.date, end: dt.date, window: int) -> list[int]:
+def funnel_steps(
+    events: list[dict[str, Any]], steps: list[str], start: dt.date, end: dt.date, window: int, per_day: bool = True
+) -> list[int]:
     """Mixpanel's funnel, counted per day: a user enters on each day (in range) of their first step-1 event of that
-    day, then converts through the steps in order within `window` seconds of entering."""
+    day, then converts through the steps in order within `window` seconds of entering. Without `per_day`, one
+    bucket spans the range: a user enters once, at their first step-1 event in it."""
     by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in sorted(events, key=lambda e: e["properties"]["time"]):
         if event["event"] in steps:
@@ -81,9 +84,10 @@ def funnel_steps(events: list[dict[str, Any]], steps: list[str], start: dt.date,
         entered: set[dt.date] = set()
         for k, event in enumerate(user_events):
             day = day_of(event)
-            if event["event"] != steps[0] or not start <= day <= end or day in entered:
+            bucket = day if per_day else start
+            if event["event"] != steps[0] or not start <= day <= end or bucket in entered:
                 continue
-            entered.add(day)
+            entered.add(bucket)
             t0, reached = event["properties"]["time"], 1
             for later in user_events[k + 1 :]:
                 if reached == len(steps) or later["properties"]["time"] > t0 + window:
@@ -138,17 +142,21 @@ async def test_seeded_project_answers_like_mixpanel(tmp_path):
         assert data["segments"][0]["segment"] == totals.most_common(1)[0][0]
         assert data["dates"] == sorted({str(day_of(e).replace(day=1)) for e in events})
 
-        # the saved funnel, summed over its dates
+        # the saved funnel: each user once over the range, and summed over its days
         funnels = stored_rows(folder, "funnels")
         saved = funnels[str(FUNNEL_PURCHASE)]
-        funnel = await client.call_tool(
-            "funnels", {"operation": "query", "funnel_id": FUNNEL_PURCHASE, "from_date": str(first), "to_date": str(today)}
-        )
-        steps = funnel_steps(events, saved["steps"], first, today, saved["length"] * 86_400)
+        whole = {"operation": "query", "funnel_id": FUNNEL_PURCHASE, "from_date": str(first), "to_date": str(today)}
+        funnel = await client.call_tool("funnels", whole)
+        daily = await client.call_tool("funnels", {**whole, "unit": "day"})
+        window = saved["length"] * 86_400
+        users = funnel_steps(events, saved["steps"], first, today, window, per_day=False)
         data = structured(funnel)
         assert [s["event"] for s in data["steps"]] == ["Viewed page", "Signed up", "Purchased"]
-        assert [s["count"] for s in data["steps"]] == steps
-        assert steps[0] > steps[1] > steps[2] > 0
+        assert [s["count"] for s in data["steps"]] == users
+        assert users[0] == len({e["properties"]["distinct_id"] for e in events if e["event"] == "Viewed page"})
+        steps = funnel_steps(events, saved["steps"], first, today, window)
+        assert [s["count"] for s in structured(daily)["steps"]] == steps
+        assert steps[0] > steps[1] > steps[2] > 0 and steps[0] > users[0]
 
         # birth retention: cohort sizes are the users whose first Signed up fell on each day
         retention = await client.call_tool(
@@ -184,7 +192,7 @@ async def test_seeded_project_answers_like_mixpanel(tmp_path):
         assert data["total"] == len(team) > 0
         assert {p["$distinct_id"] for p in data["profiles"]} == team
         assert all(set(p["$properties"]) >= {"$email", "$name", "plan", "country", "created"} for p in data["profiles"])
-        companies = await client.call_tool("export", {"operation": "profiles", "data_group_id": "company_id", "limit": 1000})
+        companies = await client.call_tool("export", {"operation": "profiles", "data_group_id": group_key_id("company_id"), "limit": 1000})
         assert structured(companies)["total"] == len(stored_rows(folder, "group_profiles")) > 0
 
         schemas = await client.call_tool("lexicon", {"operation": "list"})
@@ -244,7 +252,7 @@ async def test_writes_are_read_back_and_survive_a_restart(tmp_path):
         profile = structured(await client.call_tool("export", {"operation": "profiles", "distinct_id": user}))
         assert profile["profiles"][0]["$properties"]["plan"] == "enterprise"
         company = structured(
-            await client.call_tool("export", {"operation": "profiles", "data_group_id": "company_id", "distinct_id": "c-999"})
+            await client.call_tool("export", {"operation": "profiles", "data_group_id": group_key_id("company_id"), "distinct_id": "c-999"})
         )
         assert company["profiles"] == [{"$distinct_id": "c-999", "$properties": {"$name": "Sandbox Test Co"}}]
         again = await client.call_tool("track", {"operation": "import", "events": checks})  # same $insert_id: deduplicated

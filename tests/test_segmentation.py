@@ -181,7 +181,7 @@ async def test_insights_runs_a_saved_report(double, env):
     assert list(data["series"][0]["values"]) == ["2026-02-02T00:00:00-08:00", "2026-02-09T00:00:00-08:00"]
     assert data["mixpanel"] == double.bookmarks[555]
     assert result.content[0].text.startswith(
-        "Insights report 555, 2026-02-02 to 2026-02-15: 2 series; top: Viewed page (21,678), Logged in (14,177)."
+        "Insights report 555, 2026-02-02 to 2026-02-15: 2 series; top: Viewed page (total 21,678), Logged in (total 14,177)."
     )
     assert "bookmark_id 999 not found" in error_text(missing) and "400" in error_text(missing)
     assert "bookmark_id" in error_text(invalid) and "nothing was sent" in error_text(invalid)
@@ -246,3 +246,39 @@ async def test_double_refuses_missing_parameters_and_bad_credentials_like_the_qu
     assert no_type.status_code == 400 and no_type.json()["error"] == "type is a required parameter"
     assert no_project.status_code == 400 and "project_id" in no_project.json()["error"]
     assert wrong_secret.status_code == 401
+
+
+async def test_per_period_averages_are_never_added_up(double, env):
+    purchases(double)
+    async with stdio_client(env) as client:
+        result = await client.call_tool("segmentation", {"operation": "segment", "event": "Purchase", "type": "average", **PERIOD})
+    data = structured(result)
+    (segment,) = data["segments"]
+    values = list(segment["values"].values())
+    assert "total" not in segment and "grand_total" not in data
+    assert segment["mean_of_periods"] == pytest.approx(sum(values) / len(values), abs=1e-4)
+    assert segment["range"] == [min(values), max(values)]
+    assert "mean of periods" in result.content[0].text and "range" in result.content[0].text
+
+
+async def test_insights_adds_up_counts_only(double, env):
+    double.bookmarks[556] = {
+        "computed_at": "2026-02-10T16:35:41.252314+00:00",
+        "date_range": {"from_date": "2026-02-02T00:00:00-08:00", "to_date": "2026-02-15T23:59:59.999000-08:00"},
+        "headers": ["$event"],
+        "series": {
+            "Signup funnel": {"count": 120, "step_conv_ratio": 0.4, "overall_conv_ratio": 0.25},
+            "Average of amount": {"2026-02-02T00:00:00-08:00": 30.0, "2026-02-09T00:00:00-08:00": 50.0},
+        },
+    }
+    async with stdio_client(env) as client:
+        result = await client.call_tool("insights", {"bookmark_id": 556})
+    series = structured(result)["series"]
+    by_name = {(s["series"], "not_added_up" in s): s for s in series}
+    assert by_name[("Signup funnel", True)]["not_added_up"] == {"step_conv_ratio": 0.4, "overall_conv_ratio": 0.25}
+    assert by_name[("Signup funnel", False)]["total"] == 120  # the count alone, ratios not added in
+    average = by_name[("Average of amount", False)]
+    assert "total" not in average and (average["mean_of_periods"], average["range"]) == (40, [30, 50])
+    text = result.content[0].text
+    assert "Signup funnel (total 120)" in text and "120.65" not in text
+    assert "Average of amount (mean of periods 40, range 30 to 50)" in text

@@ -28,7 +28,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from mixpanel_mcp.client.errors import MixpanelError, PayloadTooLargeError, ServerError, TransportError
+from mixpanel_mcp.client.errors import MixpanelError, PayloadTooLargeError
 from mixpanel_mcp.client.http import MixpanelClient, call_stats
 
 logger = logging.getLogger(__name__)
@@ -251,6 +251,7 @@ class _Run:
 
     def begin_grace(self) -> None:
         self.grace_until = anyio.current_time() + CANCEL_GRACE_SECONDS
+        logger.info("Cancelled: waiting up to %.0f s for the answers to %d request(s) in flight.", CANCEL_GRACE_SECONDS, len(self.shields))
         for scope in self.shields:
             scope.deadline = min(scope.deadline, self.grace_until)
 
@@ -296,7 +297,8 @@ class _Run:
             self.mark(Status.FAILED, items)
             self.detail(self.failed, items[0], {"field": None, "message": "too large for a request on its own (413)"})
         elif isinstance(outcome, MixpanelError):
-            if isinstance(outcome, (ServerError, TransportError)):
+            # Whatever the last answer, a request that may have reached Mixpanel earlier may be stored.
+            if getattr(outcome, "maybe_applied", False):
                 self.ambiguous(items)
             else:
                 self.mark(Status.NOT_STORED, items)

@@ -9,15 +9,19 @@
     │   ├── NotFoundError           404
     │   ├── PayloadTooLargeError    413
     │   ├── RateLimitError          429 (after retries, or with a wait too long to sleep through)
-    │   └── ServerError             5xx after retries
+    │   ├── ServerError             5xx after retries
+    │   └── UnexpectedAnswerError   not an answer the API documents: a redirect, or a body that is not JSON
     ├── TransportError              no usable answer: connection failed or timed out (after retries)
     ├── BudgetExhaustedError        not sent: this project's rate budget (counted here) is spent for now
+    ├── CallDeadlineError           stopped: the tool call reached its overall deadline
+    ├── SharedStateUnavailableError not sent: the state the replicas share (Redis) cannot be reached
     └── OutputFileError             not sent, or stopped: the output file cannot be written here
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class Api(StrEnum):
@@ -28,12 +32,17 @@ class Api(StrEnum):
     QUERY = "query"  # /api/query/*: service account + project_id, or secret
     EXPORT = "export"  # data.mixpanel.com/api/2.0/export
     LEXICON = "lexicon"  # /api/app/projects/{id}/schemas: service account only
+    APP = "app"  # /api/app/...: annotations, feature flag management, experiments; service account only
+    FLAGS = "flags"  # /flags on the ingestion host: service account + project_id, or secret
+    LOOKUP = "lookup tables"  # /lookup-tables on the ingestion host: service account + project_id, or secret
+    GDPR = "gdpr"  # /api/app/data-retrievals|data-deletions/v3.0: GDPR OAuth token (Bearer) + project token
 
 
 class Credential(StrEnum):
     PROJECT_TOKEN = "project token"
     SERVICE_ACCOUNT = "service account"
     API_SECRET = "API secret"
+    GDPR_TOKEN = "GDPR token"
 
 
 class MixpanelError(Exception):
@@ -60,6 +69,7 @@ class UpstreamError(MixpanelError):
         endpoint: str,
         retry_after: float | None = None,
         attempts: int = 1,
+        maybe_applied: bool | None = None,
     ) -> None:
         super().__init__(f"{endpoint} answered {status}: {detail or 'no detail'}")
         self.api = api
@@ -69,6 +79,9 @@ class UpstreamError(MixpanelError):
         self.endpoint = endpoint
         self.retry_after = retry_after
         self.attempts = attempts
+        # Whether Mixpanel may have applied the request: a 5xx may come after the work was done, and so may
+        # any answer to a retry whose earlier attempt went unanswered.
+        self.maybe_applied = status >= 500 if maybe_applied is None else maybe_applied
 
 
 class BadRequestError(UpstreamError):
@@ -99,16 +112,42 @@ class ServerError(UpstreamError):
     pass
 
 
+class UnexpectedAnswerError(UpstreamError):
+    """Something answered that is not the API as documented (a redirect, an HTML page): never read as a result."""
+
+
 class TransportError(MixpanelError):
     """No answer that could be used: the connection failed, or Mixpanel did not answer in time."""
 
-    def __init__(self, *, api: Api, endpoint: str, reason: str, timed_out: bool, attempts: int) -> None:
+    def __init__(
+        self,
+        *,
+        api: Api,
+        endpoint: str,
+        reason: str,
+        timed_out: bool,
+        attempts: int,
+        maybe_applied: bool = True,
+        budget: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(f"{endpoint}: {reason}")
         self.api = api
         self.endpoint = endpoint
         self.reason = reason
         self.timed_out = timed_out
         self.attempts = attempts
+        self.maybe_applied = maybe_applied  # False only when no attempt ever reached Mixpanel
+        self.budget = budget  # what is left of the family's rate budget after these attempts
+
+
+class CallDeadlineError(MixpanelError):
+    """The tool call used up its overall time (MIXPANEL_CALL_DEADLINE): stopped, whatever it was doing."""
+
+    def __init__(self, *, seconds: float, requests: int, endpoint: str | None = None) -> None:
+        super().__init__(f"call deadline of {seconds:g} s reached")
+        self.seconds = seconds
+        self.requests = requests
+        self.endpoint = endpoint  # the request under way when the deadline came, if any
 
 
 class BudgetExhaustedError(MixpanelError):
@@ -126,6 +165,16 @@ class BudgetExhaustedError(MixpanelError):
         self.until = until
 
 
+class SharedStateUnavailableError(MixpanelError):
+    """The state the replicas share (Redis) cannot be reached, so a call that needs it is not made: the rate
+    limiter (never an unmetered request to Mixpanel) or the record of spent confirmation codes."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"the shared {what} is unavailable: {reason}")
+        self.what = what  # "rate limiter", "confirmation record"
+        self.reason = reason
+
+
 class OutputFileError(MixpanelError):
     """An export's output file cannot be written: local files are off, or the file system said no."""
 
@@ -135,6 +184,16 @@ class OutputFileError(MixpanelError):
         self.reason = reason
         self.disabled = disabled  # local files are off (an HTTP server): no path will do
         self.written = written  # events written before the failure
+
+
+class UnreadableAnswerError(MixpanelError):
+    """Mixpanel answered 200 with a shape this project cannot read: reported as such, never as zeros."""
+
+    def __init__(self, endpoint: str, expected: str, got: str) -> None:
+        super().__init__(f"{endpoint}: expected {expected}, got {got}")
+        self.endpoint = endpoint
+        self.expected = expected
+        self.got = got
 
 
 STATUS_ERRORS: dict[int, type[UpstreamError]] = {
@@ -150,4 +209,6 @@ STATUS_ERRORS: dict[int, type[UpstreamError]] = {
 def error_for_status(status: int) -> type[UpstreamError]:
     if status >= 500:
         return ServerError
+    if status < 400:
+        return UnexpectedAnswerError
     return STATUS_ERRORS.get(status, BadRequestError)

@@ -336,7 +336,9 @@ async def _read_export(
             timed_out = isinstance(exc, httpx2.TimeoutException)
             reason = "no data arrived in time" if timed_out else "the connection closed mid-stream"
             if not summary.count:
-                raise TransportError(api=Api.EXPORT, endpoint="/export", reason=reason, timed_out=timed_out, attempts=1) from None
+                raise TransportError(
+                    api=Api.EXPORT, endpoint="/export", reason=reason, timed_out=timed_out, attempts=1, maybe_applied=False
+                ) from None
             read.interrupted = reason
 
 
@@ -593,6 +595,7 @@ class ProfilePages:
     session_id: str | None
     more: bool  # profiles past those returned exist
     resume_page: int | None  # with session_id: the page to ask for next (None when nothing is left)
+    resume_skip: int = 0  # profiles of that page already returned (a page cut short at `limit`)
     written: int = 0  # profiles written to the file
     path: str | None = None
     format: Format | None = None
@@ -611,10 +614,15 @@ async def query_profiles(
     filter_by_cohort: int | None = None,
     session_id: str | None = None,
     page: int | None = None,
+    skip: int = 0,
     output_file: str | None = None,
     progress: Progress | None = None,
 ) -> ProfilePages:
     """POST /engage page after page (same query, Mixpanel's session_id, page + 1) until a short page or `limit`.
+
+    `skip` leaves out the first profiles of the first page read: those an earlier call already returned when
+    `limit` cut that page short. The result says where to resume (page and skip), so following it never
+    returns a profile twice.
 
     With `output_file`, every profile read is written there (NDJSON or CSV) instead of being kept.
     """
@@ -655,6 +663,9 @@ async def query_profiles(
             session_id = answer.get("session_id") or session_id
             page_size = _int(answer.get("page_size"), None) or ENGAGE_PAGE_SIZE
             current = _int(answer.get("page"), current or 0)
+            last_page_full = len(batch) >= page_size
+            offset = skip if pages == 1 else 0
+            batch = batch[offset:]
             kept = batch[: max(limit - seen, 0)]
             if writer is not None:
                 profiles = [p for p in kept if isinstance(p, dict)]
@@ -664,7 +675,6 @@ async def query_profiles(
                 results.extend(kept)
             seen += len(kept)
             cut = len(batch) > len(kept)
-            last_page_full = len(batch) >= page_size
             throttle.total = total if isinstance(total, int) else None
             await throttle.tick(seen, 0, final=True)
             if not last_page_full or seen >= limit or session_id is None:
@@ -676,7 +686,7 @@ async def query_profiles(
             writer.abort()
         raise
     more = cut or last_page_full
-    # A page cut short at `limit` is asked for again to resume; otherwise the next one.
+    # A page cut short at `limit` is asked for again, past what was returned of it; otherwise the next one.
     resume = None if not more or session_id is None else current if cut else current + 1
     return ProfilePages(
         results,
@@ -685,6 +695,7 @@ async def query_profiles(
         session_id,
         more,
         resume,
+        resume_skip=offset + len(kept) if cut and resume is not None else 0,
         written=seen if writer is not None else 0,
         path=writer.path if writer is not None else None,
         format=fmt,

@@ -22,16 +22,19 @@ import anyio
 import httpx2
 
 from mixpanel_mcp import __version__
-from mixpanel_mcp.client.budget import budget_for
-from mixpanel_mcp.client.cache import Stored, request_key, result_cache, ttl_for
+from mixpanel_mcp.client.cache import Stored, request_key, ttl_for
 from mixpanel_mcp.client.errors import (
     Api,
+    CallDeadlineError,
     Credential,
     CredentialMissingError,
+    MixpanelError,
     TransportError,
+    UnexpectedAnswerError,
     UpstreamError,
     error_for_status,
 )
+from mixpanel_mcp.client.state import LocalState, State
 from mixpanel_mcp.config import Settings
 from mixpanel_mcp.text import strip_controls
 
@@ -51,6 +54,8 @@ class CallStats:
     retries: int = 0
     cached: bool = False  # answered (at least in part) from the result cache
     budget: dict[str, Any] = field(default_factory=dict)  # what is left of each rate budget, by API family
+    deadline: float | None = None  # anyio.current_time() by which the whole call must be done
+    deadline_seconds: float | None = None  # the setting it came from, for the report
 
 
 call_stats: ContextVar[CallStats | None] = ContextVar("mixpanel_call_stats", default=None)
@@ -125,8 +130,10 @@ class MixpanelClient:
         *,
         transport: httpx2.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        state: State | None = None,
     ) -> None:
         self.settings = settings
+        self.state: State = state if state is not None else LocalState()
         self._sleep = sleep
         self._scope = _scope(settings)
         self._transport = transport
@@ -165,13 +172,23 @@ class MixpanelClient:
             Api.IMPORT: s.ingestion_url,
             Api.QUERY: s.query_url + "/query",
             Api.LEXICON: s.query_url + "/app",
+            Api.APP: s.query_url + "/app",
+            Api.GDPR: s.query_url + "/app",
+            Api.FLAGS: s.ingestion_url,
+            Api.LOOKUP: s.ingestion_url,
             Api.EXPORT: s.export_url,
         }[api]
         return base + path
 
-    def credentials(self, api: Api) -> tuple[Credential | None, tuple[str, str] | None, dict[str, Any]]:
-        """(which credential, Basic auth pair, extra query params) for an API family."""
+    def credentials(self, api: Api) -> tuple[Credential | None, tuple[str, str] | str | None, dict[str, Any]]:
+        """(which credential, Basic auth pair or Bearer token, extra query params) for an API family."""
         s = self.settings
+        if api is Api.GDPR:
+            if s.gdpr_token is None:
+                raise CredentialMissingError(api, "Mixpanel's GDPR OAuth token (MIXPANEL_GDPR_TOKEN)")
+            if s.project_token is None:
+                raise CredentialMissingError(api, "MIXPANEL_PROJECT_TOKEN (the GDPR API names the project by its token)")
+            return Credential.GDPR_TOKEN, s.gdpr_token.get_secret_value(), {"token": s.project_token.get_secret_value()}
         if api is Api.INGESTION:
             if s.project_token is None:
                 raise CredentialMissingError(api, "MIXPANEL_PROJECT_TOKEN")
@@ -179,12 +196,12 @@ class MixpanelClient:
         if s.service_account_username and s.service_account_secret:
             auth = (s.service_account_username, s.service_account_secret.get_secret_value())
             params: dict[str, Any] = {}
-            if api is not Api.LEXICON:  # Lexicon carries the project id in its path
+            if api in (Api.QUERY, Api.EXPORT, Api.IMPORT, Api.FLAGS, Api.LOOKUP):  # the app API has it in its paths
                 params["project_id"] = s.project_id
             if api is Api.QUERY and s.workspace_id is not None:
                 params["workspace_id"] = s.workspace_id
             return Credential.SERVICE_ACCOUNT, auth, params
-        if api is Api.LEXICON:
+        if api in (Api.LEXICON, Api.APP):
             raise CredentialMissingError(api, "a service account (MIXPANEL_SERVICE_ACCOUNT_USERNAME/_SECRET)")
         if s.api_secret is not None:
             return Credential.API_SECRET, (s.api_secret.get_secret_value(), ""), {}
@@ -219,20 +236,21 @@ class MixpanelClient:
                 async with self._send(api, path, credential, request, idempotent=idempotent, stream=False, accept=accept) as r:
                     return r
 
-            answer = await result_cache().fetch(request_key(self._scope, request), self._scope, ttl, call)
+            answer = await self.state.fetch(request_key(self._scope, request), self._scope, ttl, call)
             if isinstance(answer, Stored):
-                self._note_cached(api)
+                await self._note_cached(api)
                 return answer.response(request)
             return answer
         write = method not in ("GET", "HEAD") and not cacheable(api, method, path)
         if write:  # what was read before may have changed: forget it (again once the write is done)
-            result_cache().invalidate(self._scope)
+            await self.state.invalidate(self._scope)
         try:
             async with self._send(api, path, credential, request, idempotent=idempotent, stream=False, accept=accept) as r:
                 return r
         finally:
             if write:
-                result_cache().invalidate(self._scope)
+                with anyio.CancelScope(shield=True):
+                    await self.state.invalidate(self._scope)
 
     @asynccontextmanager
     async def stream(
@@ -249,18 +267,25 @@ class MixpanelClient:
         credential, auth, auth_params = self.credentials(api)
         query = {**auth_params, **{k: v for k, v in (params or {}).items() if v is not None}}
         request = self._http.build_request(method, self.url(api, path), params=query, **kwargs)
-        if auth is not None:
+        if isinstance(auth, str):
+            request.headers["Authorization"] = f"Bearer {auth}"
+        elif auth is not None:
             request.headers["Authorization"] = basic_auth(*auth)
+        if api is Api.EXPORT:  # the only compression export offers (export.openapi.yaml, Accept-Encoding)
+            request.headers["Accept-Encoding"] = "gzip"
         return credential, request
 
-    def _note_cached(self, api: Api) -> None:
+    async def _note_cached(self, api: Api) -> None:
         stats = call_stats.get()
         if stats is None:
             return
         stats.cached = True
-        budget = budget_for(api, self.settings)
-        if budget is not None:
-            stats.budget[api.value] = budget.remaining()
+        try:
+            left = await self.state.remaining(api, self.settings)
+        except MixpanelError:  # the shared counts are out of reach: the answer stands without them
+            left = None
+        if left is not None:
+            stats.budget[api.value] = left
 
     @asynccontextmanager
     async def _send(
@@ -276,35 +301,58 @@ class MixpanelClient:
     ) -> AsyncIterator[httpx2.Response]:
         stats = call_stats.get()
         retry = self.settings.retry
-        budget = budget_for(api, self.settings)
         attempt = 0
+        timeouts = 0
+        maybe_applied = False  # an earlier attempt was sent and went unanswered (or answered 5xx)
         while True:
             # Every attempt is a request Mixpanel counts: each one waits for, and spends, the budget.
-            ticket = await budget.acquire(path) if budget is not None else None
+            ticket = await self.state.acquire(api, self.settings, path)
             try:
                 attempt += 1
+                left = _time_left(stats)
+                if left is not None and left <= 0:
+                    raise _deadline(stats, path)
+                capped = left is not None and left < self.settings.timeout
+                if capped:  # this attempt may not outlast the call
+                    request.extensions["timeout"] = httpx2.Timeout(left, connect=min(10.0, left)).as_dict()
                 if stats is not None:
                     stats.requests += 1
                     stats.retries += attempt > 1
-                    if budget is not None:
-                        stats.budget[api.value] = budget.remaining()
+                    if ticket is not None:
+                        stats.budget[api.value] = ticket.remaining
                 wait: float | None
                 try:
                     response = await self._http.send(request, stream=stream)
                 except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
                     never_sent = isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout))
                     timed_out = isinstance(exc, httpx2.TimeoutException)
-                    if attempt > retry.max_retries or not (idempotent or never_sent):
+                    maybe_applied = maybe_applied or not never_sent
+                    if timed_out and capped:
+                        raise _deadline(stats, path) from None
+                    # A query that ran out of time is costly (a slot and one of the hour's queries for up to
+                    # MIXPANEL_TIMEOUT): tried again once at most, and only if the budget and the call's
+                    # deadline leave room for a whole second attempt.
+                    timeouts += timed_out and not never_sent
+                    left_over = ticket.remaining if ticket is not None else None
+                    give_up_query = api is Api.QUERY and timeouts > 0 and (
+                        timeouts > 1
+                        or (left_over is not None and left_over.get("remaining", 1) < 1)
+                        or (left is not None and left < 2 * self.settings.timeout)
+                    )
+                    if attempt > retry.max_retries or not (idempotent or never_sent) or give_up_query:
                         raise TransportError(
                             api=api,
                             endpoint=path,
                             reason=_transport_reason(exc),
                             timed_out=timed_out,
                             attempts=attempt,
+                            maybe_applied=maybe_applied,
+                            budget=left_over,
                         ) from None
                     wait = None
                 else:
-                    if response.status_code < 400 or response.status_code in accept:
+                    # Redirects are not followed (credentials stay on the configured host), so a 3xx is a failure.
+                    if response.status_code < 300 or response.status_code in accept:
                         try:
                             yield response
                         finally:
@@ -317,6 +365,7 @@ class MixpanelClient:
                         idempotent or response.status_code in UNAMBIGUOUS_STATUSES
                     )
                     too_long = wait is not None and wait > retry.max_delay
+                    maybe_applied = maybe_applied or response.status_code >= 500
                     if not retryable or too_long or attempt > retry.max_retries:
                         raise error_for_status(response.status_code)(
                             api=api,
@@ -326,18 +375,35 @@ class MixpanelClient:
                             endpoint=path,
                             retry_after=wait,
                             attempts=attempt,
+                            maybe_applied=maybe_applied,
                         )
                     logger.info("%s %s answered %d; retrying", request.method, path, response.status_code)
             finally:
                 if ticket is not None:
-                    ticket.release()
-            await self._sleep(wait if wait is not None else self.backoff(attempt))
+                    with anyio.CancelScope(shield=True):
+                        await ticket.release()
+            delay = wait if wait is not None else self.backoff(attempt)
+            left = _time_left(stats)
+            if left is not None and delay >= left:  # waiting would outlast the call: stop now, and say so
+                raise _deadline(stats, path)
+            await self._sleep(delay)
 
     def backoff(self, attempt: int) -> float:
         """Delay before retry `attempt` (1-based): base, doubling to the cap, plus 0.5-2.5x base of jitter."""
         retry = self.settings.retry
         delay = min(retry.base_delay * 2 ** (attempt - 1), retry.max_delay)
         return delay + retry.base_delay * (0.5 + 2 * random.random())
+
+
+def _time_left(stats: CallStats | None) -> float | None:
+    if stats is None or stats.deadline is None:
+        return None
+    return stats.deadline - anyio.current_time()
+
+
+def _deadline(stats: CallStats | None, path: str) -> CallDeadlineError:
+    assert stats is not None and stats.deadline_seconds is not None
+    return CallDeadlineError(seconds=stats.deadline_seconds, requests=stats.requests, endpoint=path)
 
 
 def basic_auth(username: str, password: str) -> str:
@@ -355,17 +421,35 @@ def _transport_reason(exc: Exception) -> str:
 
 
 def raise_for_body_status(response: httpx2.Response, api: Api, endpoint: str, secrets: list[str]) -> Any:
-    """Mixpanel's verbose ingestion answers 200 with {"status": 0, "error": ...} on failure."""
+    """The JSON of a successful answer; raise when it is a failure in disguise.
+
+    Mixpanel's verbose ingestion answers 200 with {"status": 0, "error": ...} on failure, and the Query API
+    can answer 200 with {"error": ...}. Only ingestion's plain "1" is a body that is not JSON; any other
+    (an HTML page from a proxy or a login wall) is an error, never an empty result.
+    """
+    if response.status_code == 204:  # No Content: the documented answer of some deletes
+        return ""
     try:
         body = response.json()
     except ValueError:
-        body = response.text.strip()
-        if body == "0":
+        text = response.text.strip()
+        if text == "0":
             raise error_for_status(400)(
                 api=api, status=200, detail="no valid record in the request", credential=None, endpoint=endpoint
             ) from None
-        return body
-    if isinstance(body, Mapping) and body.get("status") in (0, "0", "error"):
+        if text == "1" and api in (Api.INGESTION, Api.IMPORT):
+            return text
+        raise UnexpectedAnswerError(
+            api=api,
+            status=response.status_code,
+            detail=f"the body is not JSON ({_kind_of_body(response)})",
+            credential=None,
+            endpoint=endpoint,
+        ) from None
+    failed = isinstance(body, Mapping) and (
+        body.get("status") in (0, "0", "error") or (isinstance(body.get("error"), str) and body["error"].strip() != "")
+    )
+    if failed:
         raise error_for_status(400)(
             api=api,
             status=response.status_code,
@@ -374,6 +458,16 @@ def raise_for_body_status(response: httpx2.Response, api: Api, endpoint: str, se
             endpoint=endpoint,
         )
     return body
+
+
+def _kind_of_body(response: httpx2.Response) -> str:
+    """What came instead of JSON, in words that echo nothing of it."""
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    size = len(response.content)
+    if not size:
+        return "it is empty"
+    what = "an HTML page" if content_type == "text/html" or response.text.lstrip()[:1] == "<" else "plain text"
+    return f"{what} of {size:,} bytes"
 
 
 __all__ = ["CallStats", "MixpanelClient", "UpstreamError", "call_stats", "parse_retry_after", "raise_for_body_status"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from mixpanel_mcp.client import batching
 from mixpanel_mcp.client.batching import Item, Outcome, Progress, Sent
-from mixpanel_mcp.client.errors import Api, PayloadTooLargeError, ServerError, TransportError
+from mixpanel_mcp.client.errors import Api, MixpanelError, PayloadTooLargeError, ServerError
 from mixpanel_mcp.client.http import MixpanelClient, raise_for_body_status
 
 IDEMPOTENT_OPERATORS = frozenset({"$set", "$set_once", "$unset", "$delete"})
@@ -98,9 +98,9 @@ async def apply_updates(
         idempotent = all(item.idempotent for item in batch)
         try:
             return Sent(answer=await _post(client, kind, _array(batch), idempotent))
-        except (ServerError, TransportError):
-            if idempotent:
-                raise  # already retried: the run stops, and these are reported unconfirmed
+        except MixpanelError as exc:
+            if idempotent or not getattr(exc, "maybe_applied", False):
+                raise  # already retried, or surely not applied: the run stops and says which to send again
         # The request may have been applied: resend only what applying twice cannot change.
         doubtful = {position: {} for position, item in enumerate(batch) if not item.idempotent}
         safe = [item for item in batch if item.idempotent]
@@ -108,7 +108,7 @@ async def apply_updates(
             answer = await _post(client, kind, _array(safe), True) if safe else None
         except PayloadTooLargeError:  # never split a batch holding updates that may have been applied
             raise ServerError(api=Api.INGESTION, status=413, detail="the resend was refused as too large",
-                              credential=None, endpoint=f"/{kind}") from None
+                              credential=None, endpoint=f"/{kind}", maybe_applied=True) from None
         return Sent(in_doubt=doubtful, answer=answer)
 
     return await batching.send_all(

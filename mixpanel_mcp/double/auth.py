@@ -50,3 +50,23 @@ def query_error(request: RecordedRequest, status: int, message: str) -> JSONResp
     """The shape observed from the Query API: the request echoed, and the error."""
     query = "&".join(f"{k}={v}" for k, v in request.query.items())
     return JSONResponse({"request": f"{request.path}?{query}", "error": message}, status)
+
+
+def app_auth(state: DoubleState, request: RecordedRequest, project_id: str | None = None) -> Response | None:
+    """The app API (annotations, feature flag management, experiments): service account only; the project (or the
+    workspace, which belongs to one) is in the path."""
+    project = state.project
+    if request.basic_auth != (project.sa_username, project.sa_secret):
+        return JSONResponse({"error": "Authentication required", "status": "error"}, 401)
+    if project_id is not None and project_id != str(project.project_id):
+        return JSONResponse({"error": f"You do not have access to project {project_id}", "status": "error"}, 403)
+    return None
+
+
+def workspace_auth(state: DoubleState, request: RecordedRequest, workspace_id: str, project_id: str | None = None) -> Response | None:
+    """The app API at a workspace: as `app_auth`, and the workspace must be the project's."""
+    if (denied := app_auth(state, request, project_id)) is not None:
+        return denied
+    if workspace_id != str(state.project.workspace_id):
+        return JSONResponse({"error": f"You do not have access to workspace {workspace_id}", "status": "error"}, 403)
+    return None

@@ -15,6 +15,11 @@ What happens in it:
   a month later it renews ("renewal": true).
 - User profiles ($email, $name, plan, country, created, ...) exist for users who signed up; group profiles for
   companies with at least one member. Every event has distinct_id, time (epoch seconds) and $insert_id.
+- Around it (`experimentation`): annotations (a release, an outage, a pricing change) with their tags, two
+  feature flags (the checkout redesign's, and dark mode rolled out to 20 %), the "Checkout redesign" experiment
+  on the checkout flag, running for the last two weeks, and a lookup table of plans. Everyone who looked at
+  /pricing since the experiment started has an exposure event ($experiment_started) for the variant the flag
+  gives them, as Mixpanel's SDKs track it.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+from mixpanel_mcp.double.flags import assign
 
 DEFAULT_SEED = 6
 DAYS = 42
@@ -81,6 +89,15 @@ class Dataset:
     funnels: list[dict[str, Any]] = field(default_factory=list)
     cohorts: list[dict[str, Any]] = field(default_factory=list)
     bookmarks: dict[int, dict[str, Any]] = field(default_factory=dict)
+    annotations: dict[int, dict[str, Any]] = field(default_factory=dict)
+    annotation_tags: dict[int, dict[str, Any]] = field(default_factory=dict)
+    flags: dict[str, dict[str, Any]] = field(default_factory=dict)
+    experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lookup_tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# The collections `experimentation` fills (attributes of both Dataset and DoubleState).
+EXPERIMENTATION = ("annotations", "annotation_tags", "flags", "experiments", "lookup_tables")
 
 
 def _pick(rng: random.Random, weights: dict[str, int]) -> str:
@@ -171,6 +188,9 @@ def generate(
     if now is not None:  # the same story, only as far as it has got: a prefix of the whole dataset's events
         world.events = [e for e in world.events if e["properties"]["time"] <= now.timestamp()]
     data = Dataset(events=world.events)
+    experimentation(data, end, project_id)
+    data.events.extend(exposures(data))
+    data.events.sort(key=lambda e: (e["properties"]["time"], e["properties"]["distinct_id"]))
     _profiles(data, users, companies)
     data.funnels = [
         {"funnel_id": FUNNEL_PURCHASE, "name": "Visit to purchase", "steps": ["Viewed page", "Signed up", "Purchased"],
@@ -421,3 +441,122 @@ def schemas() -> dict[tuple[str, str], dict[str, Any]]:
             "metadata": {"com.mixpanel": {"tags": ["users"]}},
         },
     }
+
+
+# -- annotations, feature flags, the experiment and its exposures, lookup tables ---------------------------------
+
+WORKSPACE_ID = 1
+EXPERIMENT_NAME = "Checkout redesign"
+EXPERIMENT_DAYS = 14  # the experiment has been running for the last two weeks
+
+
+def _uuid(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"mixpanel-mcp-sandbox/{name}"))
+
+
+CHECKOUT_FLAG = _uuid("flag/new-checkout")
+DARK_MODE_FLAG = _uuid("flag/dark-mode")
+CHECKOUT_EXPERIMENT = _uuid("experiment/checkout-redesign")
+PLANS_TABLE = _uuid("lookup-table/plans")
+
+
+def _stamp(day: dt.date, hour: int = 9) -> str:
+    return f"{day.isoformat()}T{hour:02d}:00:00Z"
+
+
+def experimentation(data: Dataset, end: dt.date, project_id: int = 1, workspace_id: int = WORKSPACE_ID) -> None:
+    """Fill the dataset's annotations, tags, flags, experiment and lookup table (no events)."""
+    day = lambda n: end - dt.timedelta(days=n)  # noqa: E731 - n days before the last day
+    data.annotation_tags = {
+        1: {"id": 1, "name": "release", "project_id": project_id},
+        2: {"id": 2, "name": "incident", "project_id": project_id},
+    }
+    creator = {"id": 1, "first_name": "Dana", "last_name": "Okafor"}
+    data.annotations = {
+        1: {"id": 1, "date": f"{day(30)} 10:00:00", "description": "Pricing page refresh: annual billing shown first",
+            "user": creator, "tags": [1]},
+        2: {"id": 2, "date": f"{day(20)} 10:00:00", "description": "Release 2.4: board templates", "user": creator, "tags": [1]},
+        3: {"id": 3, "date": f"{day(9)} 14:30:00", "description": "Outage: checkout down 40 min (payment provider)",
+            "user": creator, "tags": [2]},
+    }
+    flag_base = {
+        "can_update_basic": True, "can_view": True, "can_share": True, "is_shared_with_project": True,
+        "project_id": project_id, "workspace_id": workspace_id, "content_type": "feature-flags", "context": "distinct_id",
+        "serving_method": "remote_or_local", "data_group_id": None, "deleted": None, "creator_id": 1,
+        "creator_name": "Dana Okafor", "creator_email": "dana@acmeboards.example", "status": "enabled",
+    }
+    started = day(EXPERIMENT_DAYS - 1)
+    data.flags = {
+        CHECKOUT_FLAG: {
+            **flag_base, "id": CHECKOUT_FLAG, "name": "New checkout", "key": "new-checkout",
+            "description": "One-page checkout with saved cards", "tags": ["checkout"],
+            "experiment_id": CHECKOUT_EXPERIMENT, "is_experiment_active": True, "hash_salt": uuid.uuid5(uuid.NAMESPACE_URL, CHECKOUT_FLAG).hex,
+            "ruleset": {
+                "variants": [
+                    {"key": "control", "value": False, "is_control": True, "split": 0.5, "is_sticky": False},
+                    {"key": "treatment", "value": True, "is_control": False, "split": 0.5, "is_sticky": True},
+                ],
+                "rollout": [{"name": "Everyone", "rollout_percentage": 1.0, "variant_splits": {"control": 0.5, "treatment": 0.5}}],
+            },
+            "created": _stamp(day(EXPERIMENT_DAYS + 2)), "modified": _stamp(started), "enabled_at": _stamp(started),
+        },
+        DARK_MODE_FLAG: {
+            **flag_base, "id": DARK_MODE_FLAG, "name": "Dark mode", "key": "dark-mode", "description": "Dark theme for boards",
+            "tags": ["ui"], "experiment_id": None, "is_experiment_active": None, "hash_salt": uuid.uuid5(uuid.NAMESPACE_URL, DARK_MODE_FLAG).hex,
+            "ruleset": {
+                "variants": [
+                    {"key": "off", "value": False, "is_control": True, "split": 0.0, "is_sticky": False},
+                    {"key": "on", "value": True, "is_control": False, "split": 1.0, "is_sticky": False},
+                ],
+                "rollout": [{"name": "Everyone", "rollout_percentage": 0.2, "variant_splits": {"off": 0.0, "on": 1.0}}],
+            },
+            "created": _stamp(day(25)), "modified": _stamp(day(5)), "enabled_at": _stamp(day(25)),
+        },
+    }
+    data.experiments = {
+        CHECKOUT_EXPERIMENT: {
+            "id": CHECKOUT_EXPERIMENT, "name": EXPERIMENT_NAME, "content_type": "experiments",
+            "description": "Does the one-page checkout raise purchases?",
+            "hypothesis": "Fewer steps at checkout lead to more purchases", "created": _stamp(day(EXPERIMENT_DAYS + 2)),
+            "modified": _stamp(started), "creator_id": 1, "creator_name": "Dana Okafor", "creator_email": "dana@acmeboards.example",
+            "deleted": None, "is_favorited": False, "pinned_date": None, "tags": ["checkout"], "status": "active",
+            "variants": [{"key": "control", "name": "Current checkout"}, {"key": "treatment", "name": "One-page checkout"}],
+            "metrics": [{"event": "Purchased", "type": "primary"}, {"event": "Viewed page", "type": "guardrail"}],
+            "settings": {"feature_flag_id": CHECKOUT_FLAG, "exposure_event": "$experiment_started"},
+            "exposures_cache": {}, "results_cache": {}, "start_date": _stamp(started), "end_date": None, "_archived": False,
+        },
+    }
+    data.lookup_tables = {
+        PLANS_TABLE: {
+            "id": PLANS_TABLE, "name": "Plans",
+            "header": ["plan", "monthly_price_usd", "seats", "reports"],
+            "rows": [["free", "0", "1", "false"], ["starter", "12", "3", "false"], ["pro", "29", "10", "true"],
+                     ["team", "79", "50", "true"]],
+        },
+    }
+
+
+def exposures(data: Dataset) -> list[dict[str, Any]]:
+    """$experiment_started for each user's first look at /pricing since the experiment started, with the variant
+    the checkout flag gives them (the same assignment its evaluation returns)."""
+    experiment = data.experiments.get(CHECKOUT_EXPERIMENT)
+    flag = data.flags.get(CHECKOUT_FLAG)
+    if experiment is None or flag is None:
+        return []
+    since = dt.datetime.fromisoformat(experiment["start_date"].replace("Z", "+00:00")).timestamp()
+    seen: set[str] = set()
+    found = []
+    for event in data.events:
+        props = event["properties"]
+        user = props["distinct_id"]
+        if event["event"] != "Viewed page" or props.get("page") != "/pricing" or props["time"] < since or user in seen:
+            continue
+        seen.add(user)
+        variant = assign(flag, {"distinct_id": user})
+        if variant is None:
+            continue
+        found.append({"event": "$experiment_started", "properties": {
+            "time": props["time"], "distinct_id": user, "$insert_id": _uuid(f"exposure/{user}").replace("-", ""),
+            "Experiment name": EXPERIMENT_NAME, "Variant name": variant["variant_key"],
+        }})
+    return found

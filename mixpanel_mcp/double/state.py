@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import logging
 import sqlite3
@@ -50,6 +51,9 @@ class RecordedRequest:
 class Fault:
     """Answer the next `times` matching requests with `status` (and `body`), or stall for `delay` seconds.
 
+    With `hold`, each matching request also waits until the test sets that event: a test that needs requests
+    in flight waits on what happens, not on a stall sized for an idle machine.
+
     With `drop`, the request is processed as usual (its data is stored) and the connection is then cut
     before the answer's body: the client cannot tell whether it arrived.
     """
@@ -62,6 +66,7 @@ class Fault:
     delay: float = 0.0
     method: str | None = None
     drop: bool = False
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -73,6 +78,11 @@ class Project:
     sa_username: str = "bot.abc123.mp-service-account"
     sa_secret: str = "test-sa-secret"
     api_secret: str = "test-api-secret"
+    workspace_id: int = 5678
+    # Set for a project created before 2023: Mixpanel stores its event times in this time zone, so export
+    # gives local clock times as epoch numbers, and reads from_date/to_date as local days (export docs).
+    legacy_timezone: str | None = None
+    gdpr_token: str = "test-gdpr-token"
 
 
 class DoubleState:
@@ -89,6 +99,7 @@ class DoubleState:
         self.history = history
         self.store: Any = None  # a SqliteStore, for the sandbox
         self._lock = threading.Lock()
+        self.violations: list[str] = []  # contract mode (double/contract.py): what broke Mixpanel's specs
         self.reset()
 
     @property
@@ -108,15 +119,24 @@ class DoubleState:
                 {"id": 1000, "name": "Power users", "count": 150, "description": "", "created": "2026-01-01 10:00:00", "is_visible": 1, "project_id": self.project.project_id}
             ]
             self.bookmarks: dict[int, dict[str, Any]] = {}
+            self.annotations: dict[int, dict[str, Any]] = {}  # id -> {id, date, description, user, tags: [tag id]}
+            self.annotation_tags: dict[int, dict[str, Any]] = {}  # id -> {id, name, project_id}
+            self.flags: dict[str, dict[str, Any]] = {}  # id (uuid) -> the flag as the management API answers it
+            self.experiments: dict[str, dict[str, Any]] = {}  # id (uuid) -> the experiment, plus "archived"
+            self.lookup_tables: dict[str, dict[str, Any]] = {}  # id (uuid) -> {id, name, header, rows}
+            self.gdpr_jobs: dict[str, dict[str, Any]] = {}  # tracking id -> {kind, status, distinct_ids, ...}
             self.in_flight = 0
             self.max_in_flight = 0
+            # Requests still running from before a reset (a test's held ones) leave without counting here.
+            self.generation = getattr(self, "generation", 0) + 1
 
     # -- what tests use ------------------------------------------------------------------
 
     def fail(self, path: str, status: int = 500, *, times: int = 1, body: Any = None, headers: dict[str, str] | None = None,
-             delay: float = 0.0, method: str | None = None, drop: bool = False) -> None:
+             delay: float = 0.0, method: str | None = None, drop: bool = False,
+             hold: threading.Event | None = None) -> None:
         with self._lock:
-            self.faults.append(Fault(path, status, body, headers or {}, times, delay, method, drop))
+            self.faults.append(Fault(path, status, body, headers or {}, times, delay, method, drop, hold))
 
     def received(self, path: str | None = None) -> list[RecordedRequest]:
         with self._lock:
@@ -137,14 +157,20 @@ class DoubleState:
                     return fault
             return None
 
-    def enter(self) -> None:
+    def violated(self, text: str) -> None:
+        with self._lock:
+            self.violations.append(text)
+
+    def enter(self) -> int:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return self.generation
 
-    def leave(self) -> None:
+    def leave(self, generation: int) -> None:
         with self._lock:
-            self.in_flight -= 1
+            if generation == self.generation:
+                self.in_flight -= 1
 
     def persist(self) -> None:
         """After a handled request: write what it changed to the store, if there is one."""
@@ -155,6 +181,13 @@ class DoubleState:
                 self.store.save(self)
             except sqlite3.Error as exc:  # the answer was given: say it was not kept, and carry on
                 logger.warning("sandbox: could not save a change to %s: %s", self.store.path, exc)
+
+
+def group_key_id(key: str) -> str:
+    """The numeric id Mixpanel gives a group key (e.g. company_id), stable for a name: /engage's
+    data_group_id names a group key by this id, never by its name (query.openapi.yaml)."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return str(int.from_bytes(digest[:8], "big", signed=True))
 
 
 def decode_body(body: bytes, headers: dict[str, str]) -> bytes:

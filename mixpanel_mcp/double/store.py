@@ -57,6 +57,12 @@ COLLECTIONS: dict[str, tuple[Callable[[Any], Iterable[tuple[str, Any]]], Callabl
     "funnels": _listed("funnel_id"),
     "cohorts": _listed("id"),
     "bookmarks": _mapped(str, int),
+    "annotations": _mapped(str, int),
+    "annotation_tags": _mapped(str, int),
+    "flags": _mapped(str, str),
+    "experiments": _mapped(str, str),
+    "lookup_tables": _mapped(str, str),
+    "gdpr_jobs": _mapped(str, str),
 }
 
 

@@ -1,14 +1,19 @@
 """Every tool group, in the order tools are listed. This is the only list."""
 
 from mixpanel_mcp.tools import (
+    annotations,
     engage,
     events,
+    experiments,
     export,
+    flags,
     funnels,
+    gdpr,
     groups,
     insights,
     jql,
     lexicon,
+    lookup_tables,
     retention,
     segmentation,
     track,
@@ -27,4 +32,9 @@ ALL_GROUPS: list[ToolGroup] = [
     jql.group,
     export.group,
     lexicon.group,
+    annotations.group,
+    flags.group,
+    experiments.group,
+    lookup_tables.group,
+    gdpr.group,
 ]

@@ -32,6 +32,9 @@ class Needs(StrEnum):
     IMPORT = "import"  # /import
     QUERY = "query"  # Query API and Export
     LEXICON = "lexicon"  # Lexicon Schemas API
+    APP = "app"  # the app API: annotations, listing lookup tables (service account)
+    WORKSPACE = "workspace"  # feature flag management and experiments (service account + workspace)
+    GDPR = "gdpr"  # the GDPR API (GDPR OAuth token + project token)
 
     def allowed(self, settings: Settings) -> bool:
         return {
@@ -39,6 +42,9 @@ class Needs(StrEnum):
             Needs.IMPORT: settings.can_import,
             Needs.QUERY: settings.can_query,
             Needs.LEXICON: settings.can_lexicon,
+            Needs.APP: settings.can_app,
+            Needs.WORKSPACE: settings.can_workspace,
+            Needs.GDPR: settings.can_gdpr,
         }[self]
 
 

@@ -38,6 +38,41 @@ def _id(value: str) -> str:
     return value
 
 
+def _segment(value: str) -> str:
+    """An id that goes into a URL path must stay exactly one segment of it."""
+    if value in (".", "..") or "/" in value or "\\" in value or any(ord(c) < 32 for c in value):
+        raise PydanticCustomError(
+            "path_segment", "must be one id as Mixpanel shows it: no '/', '\\', control characters, '.' or '..'",
+            {"example": "3f1c2a9e-8d4b-4f8e-9a51-2b7c6d0e1f23"},
+        )
+    return value
+
+
+def positive(value: int) -> int:
+    """A Mixpanel id of a number; checked here rather than advertised (every byte of the tool list costs)."""
+    if value < 1:
+        raise PydanticCustomError(
+            "positive_id", "must be a positive id, not {value}", {"value": value, "example": "12"}
+        )
+    return value
+
+
+def at_most(limit: int) -> Callable[[list[Any]], list[Any]]:
+    """A cap on a list's length, checked but not advertised."""
+
+    def check(value: list[Any]) -> list[Any]:
+        if len(value) > limit:
+            raise PydanticCustomError(
+                "too_many", "at most {limit} items, not {count}", {"limit": limit, "count": len(value)}
+            )
+        return value
+
+    return check
+
+
+PathId = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_segment)]
+
+
 def decoded(opening: str) -> Callable[[Any], Any]:
     """Accept a JSON-encoded list ("[") or object ("{") where one is expected (some clients send strings)."""
 
@@ -61,6 +96,7 @@ ToDate = Annotated[Date, Field(description="yyyy-mm-dd, inclusive.", examples=["
 DistinctId = Annotated[
     str, Field(min_length=1, max_length=255, description="The user's distinct_id."), AfterValidator(_id)
 ]
+UserId = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_id)]  # DistinctId, described by its name
 EventName = Annotated[str, Field(min_length=1, max_length=255, description="Event name.")]
 EventNames = Annotated[list[EventName], BeforeValidator(json_list), Field(min_length=1, max_length=100)]
 Where = Annotated[

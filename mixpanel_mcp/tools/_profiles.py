@@ -86,7 +86,7 @@ IN_DOUBT_ADVICE = (
 def _report(outcome: Outcome, items: list[Any], operation: str) -> dict[str, Any]:
     """Counts and what needs attention; raises the error when nothing is known to be applied."""
     applied, doubtful = outcome.count(Status.STORED), outcome.count(Status.IN_DOUBT)
-    if outcome.error is not None and not (applied or doubtful):
+    if outcome.error is not None and not (applied or doubtful or outcome.count(Status.UNCONFIRMED)):
         raise outcome.error  # nothing applied: the error says what to do, and every update may be sent again
     data: dict[str, Any] = {"operation": operation, "updates_sent": outcome.total, "applied": applied}
     if doubtful:

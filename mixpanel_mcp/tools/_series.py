@@ -6,6 +6,8 @@ date-ordered segments ranked by total, and Mixpanel's own JSON is kept when it i
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from typing import Any
 
 from mixpanel_mcp.results import size
@@ -57,8 +59,24 @@ def with_raw(data: dict[str, Any], raw: Any) -> dict[str, Any]:
     return data
 
 
-def ranked_series(raw: Any, *, cap: int = MAX_SEGMENTS) -> dict[str, Any]:
-    """{"data": {"series", "values"}} -> dates in order, segments ranked by total (top `cap` shown)."""
+# Keys of a metric that is a ratio or an average: adding such values up means nothing.
+NOT_ADDITIVE = re.compile(r"ratio|conv|rate|avg|average|mean|median|percent|pct|percentile|^p\d+$", re.I)
+
+
+def per_period_figures(values: dict[str, Any]) -> dict[str, Any]:
+    """Averages or ratios per period: their mean over the periods and their range, never a sum."""
+    numbers = [number(v) for v in values.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not numbers:
+        return {"mean_of_periods": None, "range": None}
+    return {"mean_of_periods": tidy(sum(numbers) / len(numbers)), "range": [tidy(min(numbers)), tidy(max(numbers))]}
+
+
+def ranked_series(raw: Any, *, cap: int = MAX_SEGMENTS, additive: bool = True) -> dict[str, Any]:
+    """{"data": {"series", "values"}} -> dates in order, segments ranked by total (top `cap` shown).
+
+    With `additive` false (per-period averages), a segment has its mean over the periods and its range
+    instead of a total, and there is no grand total.
+    """
     body = raw.get("data") if isinstance(raw, dict) else None
     body = body if isinstance(body, dict) else {}
     values = body.get("values") if isinstance(body.get("values"), dict) else {}
@@ -67,14 +85,16 @@ def ranked_series(raw: Any, *, cap: int = MAX_SEGMENTS) -> dict[str, Any]:
     for name, counts in values.items():
         ordered = by_date(counts)
         dates.update(ordered)
-        segments.append({"segment": name, "total": tidy(sum(number(v) for v in ordered.values())), "values": ordered})
-    segments.sort(key=lambda s: (-s["total"], str(s["segment"])))
-    data: dict[str, Any] = {
-        "dates": sorted(dates),
-        "segment_count": len(segments),
-        "grand_total": tidy(sum(s["total"] for s in segments)),
-        "segments": segments[:cap],
-    }
+        if additive:
+            segments.append({"segment": name, "total": tidy(sum(number(v) for v in ordered.values())), "values": ordered})
+        else:
+            segments.append({"segment": name, **per_period_figures(ordered), "values": ordered})
+    rank = "total" if additive else "mean_of_periods"
+    segments.sort(key=lambda s: (-(s[rank] or 0), str(s["segment"])))
+    data: dict[str, Any] = {"dates": sorted(dates), "segment_count": len(segments)}
+    if additive:
+        data["grand_total"] = tidy(sum(s["total"] for s in segments))
+    data["segments"] = segments[:cap]
     if len(segments) > cap:
         data["segments_omitted"] = len(segments) - cap
         data["hint"] = f"{len(segments) - cap} smaller segments not shown; use limit or where to focus."
@@ -90,8 +110,8 @@ def series_summary(data: dict[str, Any], *, head: str, type: str | None, segment
     if not segments:
         return f"{head}{span}: no data."
     if type == "average":
-        measure = "average events per user per period"
-    elif type == "unique":
+        return _averages_summary(data, head + span, segmented=segmented, what=what)
+    if type == "unique":
         measure = "sum of per-period unique users"
     else:
         measure = "events"
@@ -108,10 +128,80 @@ def series_summary(data: dict[str, Any], *, head: str, type: str | None, segment
     )
 
 
+def _averages_summary(data: dict[str, Any], head: str, *, segmented: bool, what: str) -> str:
+    """Per-period averages are quoted as their mean over the periods and their range, never added up."""
+    measure = "average events per user per period"
+
+    def figures(segment: dict[str, Any]) -> str:
+        low, high = segment["range"] or (None, None)
+        return f"mean of periods {fmt(segment['mean_of_periods'])} (range {fmt(low)} to {fmt(high)})"
+
+    segments = data["segments"]
+    if not segmented:
+        return f"{head}: {measure}, {figures(segments[0])}."
+    shown = "; ".join(f"{s['segment']}: {figures(s)}" for s in segments[:5])
+    more = f"; {data['segments_omitted']} more not shown" if data.get("segments_omitted") else ""
+    return f"{head}: {measure} over {data['segment_count']} {what}(s); top: {shown}{more}."
+
+
+def partial_periods(
+    dates: list[str], unit: str, from_date: str | None, to_date: str | None, today: dt.date | None = None
+) -> dict[str, str]:
+    """Buckets that are not a whole `unit`: cut by the date range, or not over yet. {bucket: what it covers}."""
+    if unit not in ("day", "week", "month"):
+        return {}
+    today = today or dt.datetime.now(dt.UTC).date()
+    first = _date(from_date)
+    last = _date(to_date)
+    found = {}
+    for key in dates:
+        start = _date(key)
+        if start is None:
+            continue
+        if unit == "week":
+            end = start + dt.timedelta(days=6)
+        elif unit == "month":
+            end = dt.date(start.year + start.month // 12, start.month % 12 + 1, 1) - dt.timedelta(days=1)
+        else:
+            end = start
+        covered_from = max(start, first) if first else start
+        covered_to = min(end, last) if last else end
+        notes = []
+        if (covered_from, covered_to) != (start, end):
+            notes.append(f"covers {covered_from.isoformat()}..{covered_to.isoformat()} only, not the whole {unit}")
+        if covered_to >= today:
+            notes.append("not over yet")
+        if notes:
+            found[key] = "; ".join(notes)
+    return found
+
+
+def _date(text: str | None) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(str(text)[:10]) if text else None
+    except ValueError:
+        return None
+
+
 def series_result(
-    raw: Any, fields: dict[str, Any], *, head: str, type: str | None, segmented: bool = True, what: str = "segment"
+    raw: Any,
+    fields: dict[str, Any],
+    *,
+    head: str,
+    type: str | None,
+    segmented: bool = True,
+    what: str = "segment",
+    period: tuple[str, str | None, str | None] | None = None,
 ) -> Result:
-    """A {"data": {"series", "values"}} answer as a Result: `fields` (the request's own), then the ranked series."""
-    data = ranked_series(raw)
+    """A {"data": {"series", "values"}} answer as a Result: `fields` (the request's own), then the ranked series.
+
+    `period` (unit, from_date, to_date) lets the answer say which buckets are not a whole unit.
+    """
+    data = ranked_series(raw, additive=type != "average")
     summary = series_summary(data, head=head, type=type, segmented=segmented, what=what)
+    if period is not None and data["segments"]:
+        partial = partial_periods(data["dates"], *period)
+        if partial:
+            data["partial_periods"] = partial
+            summary += " Not whole periods: " + "; ".join(f"{k} {v}" for k, v in partial.items()) + "."
     return Result(summary, {**fields, **data}, narrow_hint=NARROW_HINT)

@@ -115,7 +115,8 @@ async def top(run: Run, args: TopToday) -> Result:
 async def counts(run: Run, args: Counts) -> Result:
     raw = await query.event_counts(run.client, **args.model_dump(exclude={"operation"}))
     fields = {"type": args.type, "unit": args.unit}
-    return series_result(raw, fields, head=f"Event counts {_period_text(args)}", type=args.type, what="event")
+    period = (args.unit, args.from_date, args.to_date)
+    return series_result(raw, fields, head=f"Event counts {_period_text(args)}", type=args.type, what="event", period=period)
 
 
 @group.operation("properties", Properties, access=Access.READ, needs=Needs.QUERY, summary="top property names")
@@ -144,4 +145,5 @@ async def property_counts(run: Run, args: PropertyCounts) -> Result:
     raw = await query.event_property_counts(run.client, **args.model_dump(exclude={"operation"}))
     head = f"{args.event} by {args.name}, {_period_text(args)}"
     fields = {"event": args.event, "name": args.name, "type": args.type}
-    return series_result(raw, fields, head=head, type=args.type, what="value")
+    period = (args.unit, args.from_date, args.to_date)
+    return series_result(raw, fields, head=head, type=args.type, what="value", period=period)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
@@ -66,11 +67,18 @@ async def list_funnels(run: Run, args: FunnelList) -> Result:
     FunnelQuery,
     access=Access.READ,
     needs=Needs.QUERY,
-    summary="step counts and conversion, per date and summed",
+    summary="step counts and conversion; each user once unless unit/interval split the range",
 )
 async def query_funnel(run: Run, args: FunnelQuery) -> Result:
-    body = await query.funnel(run.client, **args.model_dump(exclude={"operation"}))
+    sent = args.model_dump(exclude={"operation"})
+    days = (dt.date.fromisoformat(args.to_date) - dt.date.fromisoformat(args.from_date)).days + 1
+    if args.interval is None and args.unit is None and days > 1:
+        # Mixpanel counts a user once per bucket (a day by default): one bucket spanning the range counts
+        # each user once, so the overall figures match Mixpanel's funnel report.
+        sent["interval"] = days
+    body = await query.funnel(run.client, **sent)
     data = summarize(body, args)
+    _say_what_is_counted(data, args)
     summary = _sentence(data, args)
     if "segments_omitted" not in data:
         data = with_raw(data, body)  # Mixpanel's own answer, when small; not when it repeats what was cut
@@ -206,6 +214,18 @@ def _sum_steps(lists: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return summed
 
 
+def _say_what_is_counted(data: dict[str, Any], args: FunnelQuery) -> None:
+    buckets = len(data["by_date"])
+    if buckets <= 1:
+        data["counted"] = "users: each user who entered step 1 in the range counts once"
+        return
+    size = f"{args.interval}-day" if args.interval else (args.unit or "day")
+    data["counted"] = (
+        f"entries summed over {buckets} {size} buckets: Mixpanel counts a user once per bucket, so a user who "
+        "entered in several buckets counts in each; leave out unit and interval to count each user once"
+    )
+
+
 def _sentence(data: dict[str, Any], args: FunnelQuery) -> str:
     rows = data["steps"]
     span = f"{args.from_date}..{args.to_date}"
@@ -216,7 +236,13 @@ def _sentence(data: dict[str, Any], args: FunnelQuery) -> str:
     first, last = rows[0]["count"], rows[-1]["count"]
     if not first:
         return f"{head}: nobody entered step 1 in {span}."
-    text = f"{head}: {first:,} → {last:,} ({_pct(data['overall_conv_ratio'])}) over {span}"
+    if len(data["by_date"]) <= 1:
+        text = f"{head}: {first:,} → {last:,} users ({_pct(data['overall_conv_ratio'])}) over {span}"
+    else:
+        text = (
+            f"{head}: {first:,} → {last:,} ({_pct(data['overall_conv_ratio'])}) over {span}, entries summed over "
+            f"{len(data['by_date'])} buckets (a user who entered in several counts in each: see counted)"
+        )
     worst = data["biggest_drop"]
     if worst:
         text += f"; biggest drop at step {worst['step']} ({worst['event']}, {_pct(worst['step_conv_ratio'])} of the step before)"

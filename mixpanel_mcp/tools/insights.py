@@ -8,7 +8,7 @@ from pydantic import Field
 
 from mixpanel_mcp.client import query
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._series import MAX_SEGMENTS, by_date, fmt, number, tidy, with_raw
+from mixpanel_mcp.tools._series import MAX_SEGMENTS, NOT_ADDITIVE, by_date, fmt, number, per_period_figures, tidy, with_raw
 
 group = ToolGroup(
     name="insights",
@@ -29,10 +29,29 @@ def _leaves(node: Any, path: list[str], out: list[dict[str, Any]]) -> None:
     nested = {k: v for k, v in node.items() if isinstance(v, dict)}
     numbers = {k: v for k, v in node.items() if not isinstance(v, dict)}
     if numbers:
-        values = by_date(numbers)
-        out.append({"series": " / ".join(path) or "(all)", "total": tidy(sum(number(v) for v in values.values())), "values": values})
+        name = " / ".join(path) or "(all)"
+        # Ratios (a funnel's step_conv_ratio next to its count) and averages are shown, never added up.
+        ratios = {k: v for k, v in numbers.items() if NOT_ADDITIVE.search(str(k))}
+        counts = by_date({k: v for k, v in numbers.items() if k not in ratios})
+        if any(NOT_ADDITIVE.search(part) for part in path):  # a series of averages or rates over time
+            out.append({"series": name, **per_period_figures(counts), "values": counts})
+        elif counts:
+            out.append({"series": name, "total": tidy(sum(number(v) for v in counts.values())), "values": counts})
+        if ratios:
+            out.append({"series": name, "not_added_up": ratios})
     for key, child in nested.items():
         _leaves(child, [*path, str(key)], out)
+
+
+def _figure(series: dict[str, Any]) -> str:
+    """One series in the summary: a total only for counts; averages by their mean and range; ratios as given."""
+    if "total" in series:
+        return f"{series['series']} (total {fmt(series['total'])})"
+    if "mean_of_periods" in series:
+        low, high = series["range"] or (None, None)
+        return f"{series['series']} (mean of periods {fmt(series['mean_of_periods'])}, range {fmt(low)} to {fmt(high)})"
+    ratios = ", ".join(f"{k} {fmt(v)}" for k, v in series["not_added_up"].items())
+    return f"{series['series']} ({ratios})"
 
 
 @group.operation("insights", Report, access=Access.READ, needs=Needs.QUERY, summary="")
@@ -41,7 +60,7 @@ async def insights(run: Run, args: Report) -> Result:
     raw = raw if isinstance(raw, dict) else {}
     series: list[dict[str, Any]] = []
     _leaves(raw.get("series"), [], series)
-    series.sort(key=lambda s: (-number(s["total"]), s["series"]))
+    series.sort(key=lambda s: ("total" not in s, -number(s.get("total")), s["series"]))
     data: dict[str, Any] = {
         "bookmark_id": args.bookmark_id,
         "computed_at": raw.get("computed_at"),
@@ -57,7 +76,7 @@ async def insights(run: Run, args: Report) -> Result:
     span = ""
     if date_range.get("from_date") and date_range.get("to_date"):
         span = f", {str(date_range['from_date'])[:10]} to {str(date_range['to_date'])[:10]}"
-    shown = ", ".join(f"{s['series']} ({fmt(s['total'])})" for s in series[:5])
+    shown = ", ".join(_figure(s) for s in series[:5])
     summary = f"Insights report {args.bookmark_id}{span}: {len(series)} series" + (f"; top: {shown}." if shown else ".")
     if "series_omitted" not in data:
         data = with_raw(data, raw)

@@ -80,7 +80,8 @@ async def segment(run: Run, args: Segment) -> Result:
     )
     head = _head(args) if args.interval is None else f"{args.event}, {args.interval}-day buckets"
     fields = {"event": args.event, "type": args.type}
-    return series_result(raw, fields, head=head, type=args.type, segmented=args.on is not None)
+    period = None if args.interval else (args.unit, args.from_date, args.to_date)
+    return series_result(raw, fields, head=head, type=args.type, segmented=args.on is not None, period=period)
 
 
 @group.operation("numeric", Numeric, access=Access.READ, needs=Needs.QUERY, summary="counts per numeric range of on")

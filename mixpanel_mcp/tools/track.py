@@ -173,8 +173,8 @@ async def _send(run: Run, args: SendArgs, endpoint: ingest.Endpoint) -> Result:
 def _report(endpoint: ingest.Endpoint, args: SendArgs, found: ingest.Survey, outcome: Outcome) -> Result:
     stored, failed = outcome.count(Status.STORED), outcome.count(Status.FAILED)
     unsure = outcome.count(Status.UNCONFIRMED) + outcome.count(Status.IN_DOUBT)
-    if outcome.error is not None and not (stored or failed):
-        raise outcome.error  # nothing is known to be stored: the error says what to do, and a resend is safe
+    if outcome.error is not None and not (stored or failed or unsure):
+        raise outcome.error  # nothing was sent, or all was refused: the error says what to do, and a resend is safe
     if failed and not (stored or unsure or outcome.error):
         raise BadRequestError(
             api=Api.IMPORT, status=400, detail=ingest.failure_detail(outcome.total, outcome.failed),
@@ -223,11 +223,11 @@ def _report(endpoint: ingest.Endpoint, args: SendArgs, found: ingest.Survey, out
     if outcome.error is not None:
         left = [f"{outcome.count(Status.NOT_STORED):,} not stored (not_stored)"]
         if unsure:
-            left.append(f"{unsure:,} unconfirmed, maybe stored (unconfirmed)")
+            left.append(f"{unsure:,} sent but unconfirmed: no answer came, so they may be stored (unconfirmed)")
         summary = (
-            f"Stopped early: {describe_error(outcome.error)} Stored {stored:,} of {outcome.total:,} event(s); "
-            f"{' and '.join(left)}, as index ranges. Once the cause is fixed, send those again: events already "
-            "stored are deduplicated by $insert_id."
+            f"Stopped early: {describe_error(outcome.error)} Stored {stored:,} of {outcome.total:,} event(s), "
+            f"confirmed by Mixpanel; {' and '.join(left)}, as index ranges. Once the cause is fixed, send those "
+            "again: events already stored are deduplicated by $insert_id."
         )
     if found.invalid_indexes:
         summary = f"Skipped {len(found.invalid_indexes):,} invalid event(s) (invalid_records). " + summary
