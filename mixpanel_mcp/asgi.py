@@ -9,14 +9,18 @@ environment: the MIXPANEL_* variables of the command, plus
     MIXPANEL_MCP_POLICY      the policy file (required: every caller of a hosted endpoint needs an agent key)
     MIXPANEL_MCP_SECRET_KEY  at least 32 random characters, the same in every worker and replica (required)
     MIXPANEL_MCP_AUDIT_LOG   append one JSON line per tool call to this file ('-': stderr)
-    MIXPANEL_MCP_WORKERS     how many processes share the project's rate limits (default: uvicorn's --workers,
-                             else WEB_CONCURRENCY, else 1; set it when another process manager runs the workers)
+    MIXPANEL_MCP_REDIS_URL   share the rate budgets, the result cache, spent confirmation codes and agents' caps
+                             through this Redis (every worker and replica counts them once)
+    MIXPANEL_MCP_WORKERS     without Redis: how many processes share the project's rate limits (default:
+                             uvicorn's --workers, else WEB_CONCURRENCY, else 1; set it when another process
+                             manager runs the workers)
 
 Shared by the workers (so any request may reach any worker): the policy file (each re-reads it when it
 changes), the secret, which keys the confirmation codes and the SDK's sealed requestState, and the audit log
-file (each appends whole lines). Per worker: the rate-limit counters (so each gets 1/MIXPANEL_MCP_WORKERS of
-every limit), the result cache, the calls in flight per agent, and the record of confirmation codes already
-used (a code is single-use per worker).
+file (each appends whole lines). With Redis, also everything the calls share (see client/redis_state.py).
+Without it, per worker: the rate-limit counters (so each gets 1/MIXPANEL_MCP_WORKERS of every limit), the
+result cache, the calls in flight per agent, and the record of confirmation codes already used (a code is
+single-use per worker).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from collections.abc import Mapping, Sequence
 from starlette.types import ASGIApp
 
 from mixpanel_mcp.audit import AuditLog
-from mixpanel_mcp.config import BudgetSettings, ConfigError
+from mixpanel_mcp.client.state import open_state
+from mixpanel_mcp.config import BudgetSettings, ConfigError, load_redis
 from mixpanel_mcp.confirm import check_secret, shared_codes, shared_request_state
 from mixpanel_mcp.policy import PolicyError, PolicySource, load_policy, server_settings
 
@@ -100,6 +105,11 @@ def build_app(environ: Mapping[str, str]) -> ASGIApp:
         settings = server_settings(environ, policy, hosted=True, local_files=False)
     except ConfigError as exc:
         raise StartupError(f"configuration error: {exc}") from None
+    try:
+        redis = load_redis(environ)
+        state = open_state(redis)
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
     audit_path = environ.get(AUDIT_VAR, "").strip() or None
     try:
         audit = AuditLog(audit_path)
@@ -115,9 +125,13 @@ def build_app(environ: Mapping[str, str]) -> ASGIApp:
         # runs it; with several, every worker would (run `mixpanel-mcp check` once when deploying instead).
         check_at_start=environ.get(CHECK_VAR, "1" if workers == 1 else "0") != "0",
         request_state_security=shared_request_state(secret),
+        state=state,
     )
+    # The Redis password too: scrubbed from log lines, uvicorn's included.
+    configure_logging([secret, *(redis.secrets() if redis is not None else [])], loggers=LOGGERS)
+    if redis is not None:
+        return http_app(server, ANY_ADDRESS, hosted=True)  # one budget for all: nothing to split
     server.runtime.share_limits(workers)
-    configure_logging([secret], loggers=LOGGERS)  # scrubbed from log lines, uvicorn's included
 
     budgets = {f"[projects.{name}]": project.budget for name, project in policy.projects.items()}
     if settings is not None:

@@ -55,7 +55,17 @@ from mixpanel_mcp.client.export import export_events
 from mixpanel_mcp.client.flags import list_flags
 from mixpanel_mcp.client.gdpr import retrieval_status
 from mixpanel_mcp.client.lexicon import list_schemas
-from mixpanel_mcp.config import REGION_URLS, CacheSettings, ConfigError, Region, RetrySettings, Settings, load_settings
+from mixpanel_mcp.client.state import State
+from mixpanel_mcp.config import (
+    REGION_URLS,
+    CacheSettings,
+    ConfigError,
+    Region,
+    RetrySettings,
+    Settings,
+    load_redis,
+    load_settings,
+)
 from mixpanel_mcp.errors import describe_error
 
 logger = logging.getLogger("mixpanel_mcp.check")
@@ -155,7 +165,9 @@ class Outcome:
 
 
 class Checker:
-    def __init__(self, settings: Settings, transport: httpx2.AsyncBaseTransport | None, hosts: Hosts) -> None:
+    def __init__(
+        self, settings: Settings, transport: httpx2.AsyncBaseTransport | None, hosts: Hosts, state: State | None = None
+    ) -> None:
         # A check asks Mixpanel every time (no cache), and does not sit through minutes of retries.
         self.settings = replace(
             settings,
@@ -165,6 +177,7 @@ class Checker:
         )
         self.transport = transport
         self.hosts = hosts
+        self.state = state  # with Redis, the check's requests count in the replicas' shared budget
 
     def only(self, credential: str) -> Settings:
         """The settings with just one credential, so the probe cannot be answered by another."""
@@ -179,7 +192,7 @@ class Checker:
         stats = CallStats()
         token = call_stats.set(stats)
         try:
-            async with MixpanelClient(settings, transport=self.transport) as client:
+            async with MixpanelClient(settings, transport=self.transport, state=self.state) as client:
                 await probe(client)
         except MixpanelError as exc:
             return Outcome(exc, stats.requests)
@@ -541,12 +554,13 @@ async def run_check(
     *,
     hosts: Hosts = REGION_URLS,
     quick: bool = False,
+    state: State | None = None,
 ) -> list[Finding]:
     """Check every configured credential; `quick` sends only requests that spend no rate budget.
 
     `hosts` is where each region's APIs live (tests point it at local doubles).
     """
-    report = Report(Checker(settings, transport, hosts), quick)
+    report = Report(Checker(settings, transport, hosts, state), quick)
     if settings.project_token is not None:
         await report.token()
     if settings.has_service_account:
@@ -615,6 +629,32 @@ async def startup_warnings(
     return findings
 
 
+SHARED = "the rate budgets, the result cache, spent confirmation codes and agents' calls in flight"
+
+
+def redis_finding(env: Mapping[str, str], url: str | None = None) -> Finding | None:
+    """Whether the Redis the replicas share answers (None when none is configured)."""
+    what = "state shared by every replica (MIXPANEL_MCP_REDIS_URL)"
+    try:
+        redis = load_redis(env, url)
+    except ConfigError as exc:
+        return Finding("REDIS", what, Status.FAILED, str(exc), "correct MIXPANEL_MCP_REDIS_URL (or --redis-url).")
+    if redis is None:
+        return None
+    try:
+        from mixpanel_mcp.client.redis_state import check_redis
+
+        version = check_redis(redis.url.get_secret_value())
+    except ImportError:
+        return Finding("REDIS", what, Status.FAILED, "the Redis client is not installed.", "pip install 'mixpanel-mcp[redis]'")
+    except ConnectionError as exc:
+        return Finding(
+            "REDIS", what, Status.FAILED, f"{redis.shown}: {exc}.",
+            "start Redis, or correct MIXPANEL_MCP_REDIS_URL; the server will not start without it.",
+        )
+    return Finding("REDIS", what, Status.OK, f"{redis.shown} answers (Redis {version}); shared through it: {SHARED}.")
+
+
 def check_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mixpanel-mcp check",
@@ -625,6 +665,7 @@ def check_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--region", choices=[r.value for r in Region], help="overrides MIXPANEL_REGION")
     p.add_argument("--project-id", help="overrides MIXPANEL_PROJECT_ID")
+    p.add_argument("--redis-url", metavar="URL", help="overrides MIXPANEL_MCP_REDIS_URL: the Redis to check")
     return p
 
 
@@ -635,7 +676,24 @@ def main_check(argv: Sequence[str], *, hosts: Hosts = REGION_URLS) -> int:
     except ConfigError as exc:
         print(f"mixpanel-mcp check: configuration error: {exc}", file=sys.stderr)
         return 2
-    findings = anyio.run(lambda: run_check(settings, hosts=hosts))
+    shared = redis_finding(os.environ, args.redis_url)
+
+    async def check() -> list[Finding]:
+        if shared is None or shared.failed:
+            return await run_check(settings, hosts=hosts)
+        from mixpanel_mcp.client.redis_state import RedisState
+
+        redis = load_redis(os.environ, args.redis_url)
+        assert redis is not None
+        state = RedisState(redis.url.get_secret_value(), lease=redis.lease)
+        try:
+            return await run_check(settings, hosts=hosts, state=state)
+        finally:
+            await state.aclose()
+
+    findings = anyio.run(check)
+    if shared is not None:
+        findings.append(shared)
     print(render(settings, findings))
     return exit_code(findings)
 

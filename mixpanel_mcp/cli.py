@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 from mixpanel_mcp import __version__
 from mixpanel_mcp.audit import AuditLog
-from mixpanel_mcp.config import ENV_VARS, ConfigError, default_sandbox_dir, is_loopback
+from mixpanel_mcp.client.state import open_state
+from mixpanel_mcp.config import REDIS_URL_VAR, ENV_VARS, ConfigError, default_sandbox_dir, is_loopback, load_redis
+from mixpanel_mcp.confirm import check_secret, shared_codes
 from mixpanel_mcp.policy import (
     GROUPS,
     Policy,
@@ -26,12 +28,15 @@ from mixpanel_mcp.policy import (
 )
 
 if TYPE_CHECKING:
+    from mixpanel_mcp.client.state import State
     from mixpanel_mcp.config import Settings
+    from mixpanel_mcp.confirm import Codes
     from mixpanel_mcp.sandbox import Sandbox
 
 logger = logging.getLogger("mixpanel_mcp")
 
 SANDBOX_VAR = "MIXPANEL_SANDBOX"
+SECRET_VAR = "MIXPANEL_MCP_SECRET_KEY"  # as for the ASGI app (asgi.py)
 
 ENV_HELP = """\
 try it without a Mixpanel account:
@@ -50,11 +55,19 @@ configuration (environment variables):
   MIXPANEL_GDPR_TOKEN                 Mixpanel's GDPR OAuth token (with the project token): the gdpr tool
   MIXPANEL_INGESTION_URL, MIXPANEL_QUERY_URL, MIXPANEL_EXPORT_URL   override the API hosts
   MIXPANEL_MAX_RETRIES, MIXPANEL_RETRY_BASE_DELAY, MIXPANEL_TIMEOUT  retry and time limits
+  MIXPANEL_CALL_DEADLINE              seconds one tool call may take in all (600)
   MIXPANEL_QUERY_LIMIT_PER_HOUR, MIXPANEL_QUERY_CONCURRENCY, MIXPANEL_EXPORT_LIMIT_PER_HOUR,
   MIXPANEL_EXPORT_LIMIT_PER_SECOND, MIXPANEL_EXPORT_CONCURRENCY, MIXPANEL_LEXICON_LIMIT_PER_MINUTE,
   MIXPANEL_RATE_LIMIT_MAX_WAIT        the project's rate limits, kept client-side
   MIXPANEL_CACHE_TTL, MIXPANEL_CACHE_TTL_TODAY   how long identical read queries are answered from memory
   MIXPANEL_STARTUP_CHECK              1 (default): log a quick credentials check at start; 0: skip it
+
+several replicas (pip install 'mixpanel-mcp[redis]'):
+  MIXPANEL_MCP_REDIS_URL              redis://host:6379/0 (or --redis-url): every replica shares one rate
+                                      budget, one cache, spent confirmation codes and agents' caps
+  MIXPANEL_MCP_SECRET_KEY             32+ random characters, the same on every replica (required with Redis
+                                      over HTTP): a code issued by one replica is accepted by another
+  MIXPANEL_MCP_REDIS_LEASE            seconds a stopped replica's slots stay taken (30)
 
 check the credentials:
   mixpanel-mcp check                  what works, what does not, and the exact fix (exit 1 on a problem)
@@ -94,6 +107,12 @@ def parser() -> argparse.ArgumentParser:
         "callers must present an agent key when it lists agents (always off loopback)",
     )
     p.add_argument("--audit-log", metavar="PATH", help="append one JSON line per tool call to PATH ('-': stderr)")
+    p.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="overrides MIXPANEL_MCP_REDIS_URL: share rate limits, cache, codes and agents' caps with every "
+        "replica using this Redis",
+    )
     p.add_argument(
         "--sandbox",
         action="store_true",
@@ -200,7 +219,22 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
     try:
-        serve(args, settings, policy, toolsets, audit, hosted, sandbox)
+        redis = load_redis(os.environ, args.redis_url)
+        secret = os.environ.get(SECRET_VAR, "").strip()
+        if redis is not None and args.transport == "http" and not secret:
+            raise ConfigError(
+                f"with {REDIS_URL_VAR}, the replicas also need one {SECRET_VAR} (32+ random characters, the same on "
+                "every replica), so that a confirmation code issued by one is accepted by another: "
+                "python -c \"import secrets; print(secrets.token_urlsafe(32))\""
+            )
+        codes = shared_codes(check_secret(secret, SECRET_VAR)) if secret else None
+        state = open_state(redis)
+    except (ConfigError, ValueError) as exc:
+        print(f"mixpanel-mcp: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        serve(args, settings, policy, toolsets, audit, hosted, sandbox, state=state, codes=codes, secret=secret or None,
+              scrub=redis.secrets() if redis is not None else [])
     finally:
         if sandbox is not None:
             sandbox.close()
@@ -250,9 +284,15 @@ def serve(
     audit: AuditLog,
     hosted: bool,
     sandbox: Sandbox | None,
+    *,
+    state: State | None = None,
+    codes: Codes | None = None,
+    secret: str | None = None,
+    scrub: list[str] | None = None,
 ) -> None:
     from mixpanel_mcp.hosting import transport_security
-    from mixpanel_mcp.server import build_server, serve_http
+    from mixpanel_mcp.confirm import shared_request_state
+    from mixpanel_mcp.server import build_server, configure_logging, serve_http
 
     server = build_server(
         settings,
@@ -263,9 +303,13 @@ def serve(
         transport=sandbox.transport() if sandbox is not None else None,
         instructions=sandbox.instructions() if sandbox is not None else None,
         check_at_start=sandbox is None and os.environ.get("MIXPANEL_STARTUP_CHECK", "1") != "0",
+        state=state,
+        codes=codes,
+        request_state_security=shared_request_state(secret) if secret else None,
     )
     if sandbox is not None:
         sandbox.add_reports_resource(server)
+    configure_logging([*([secret] if secret else []), *(scrub or [])])  # the Redis password among them
     if args.transport == "stdio":
         server.run()
         return

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 from pydantic import SecretStr
 
@@ -87,6 +87,8 @@ class Settings:
     export_url: str = REGION_URLS[Region.US][2]
     retry: RetrySettings = field(default_factory=RetrySettings)
     timeout: float = 130.0
+    # The most one tool call may take, all its requests, retries and waits included (MIXPANEL_CALL_DEADLINE).
+    call_deadline: float = 600.0
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     # Tools may read and write files on this machine (import from a file, export to a file): true for a
@@ -162,6 +164,7 @@ ENV_VARS = (
     "MIXPANEL_MAX_RETRIES",
     "MIXPANEL_RETRY_BASE_DELAY",
     "MIXPANEL_TIMEOUT",
+    "MIXPANEL_CALL_DEADLINE",  # seconds one tool call may take in all (600)
     "MIXPANEL_STARTUP_CHECK",
     # The client-side limiter (BudgetSettings): Mixpanel's per-project caps, for projects that have others.
     "MIXPANEL_QUERY_LIMIT_PER_HOUR",  # Query API requests per rolling hour (60)
@@ -232,6 +235,7 @@ def load_settings(env: Mapping[str, str], overrides: Mapping[str, str | None] | 
             base_delay=_number(values, "MIXPANEL_RETRY_BASE_DELAY", RetrySettings.base_delay),
         ),
         timeout=_number(values, "MIXPANEL_TIMEOUT", Settings.timeout, positive=True),
+        call_deadline=_number(values, "MIXPANEL_CALL_DEADLINE", Settings.call_deadline, positive=True),
         budget=_budget(values),
         cache=CacheSettings(
             ttl=_number(values, "MIXPANEL_CACHE_TTL", CacheSettings.ttl),
@@ -341,3 +345,55 @@ def default_sandbox_dir(platform: str = sys.platform, env: Mapping[str, str] = o
         xdg = env.get("XDG_DATA_HOME", "")
         base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".local" / "share"
     return base / "mixpanel-mcp" / "sandbox"
+
+
+REDIS_URL_VAR = "MIXPANEL_MCP_REDIS_URL"
+REDIS_LEASE_VAR = "MIXPANEL_MCP_REDIS_LEASE"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """The Redis every replica shares its state through (rate budgets, cache, spent codes, agent caps)."""
+
+    url: SecretStr  # may carry a password
+    lease: float = 30.0  # seconds a dead replica's slots stay taken
+
+    @property
+    def shown(self) -> str:
+        """The URL without its password, for messages and logs."""
+        parts = urlsplit(self.url.get_secret_value())
+        netloc = parts.netloc.rpartition("@")[2]
+        user = parts.username or ""
+        if parts.password is not None:
+            netloc = f"{user}:***@{netloc}"
+        elif user:
+            netloc = f"{user}@{netloc}"
+        query = "&".join(
+            f"{name}=***" if name == "password" else f"{name}={value}" for name, value in parse_qsl(parts.query)
+        )
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+    def secrets(self) -> list[str]:
+        """The password (and the URL that carries it), so logs and messages can be scrubbed of them."""
+        parts = urlsplit(self.url.get_secret_value())
+        passwords = [parts.password, *parse_qs(parts.query).get("password", [])]  # unix:///path?password=...
+        found = [p for p in passwords if p]
+        return [*found, self.url.get_secret_value()] if found else []
+
+
+def load_redis(env: Mapping[str, str], url: str | None = None) -> RedisSettings | None:
+    """MIXPANEL_MCP_REDIS_URL (or --redis-url, which wins), validated; None when neither is set."""
+    text = (url if url is not None else env.get(REDIS_URL_VAR, "")).strip()
+    if not text:
+        return None
+    example = "redis://redis.internal:6379/0, rediss://:PASSWORD@redis.example.com:6380/0 or unix:///run/redis.sock"
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in REDIS_SCHEMES or not (parts.hostname or parts.path):
+        raise ConfigError(f"{REDIS_URL_VAR} is not a Redis URL: use a form like {example}.")
+    lease = _number({REDIS_LEASE_VAR: env.get(REDIS_LEASE_VAR, "").strip()}, REDIS_LEASE_VAR, RedisSettings.lease, positive=True)
+    return RedisSettings(url=SecretStr(text), lease=lease)

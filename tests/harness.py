@@ -42,6 +42,7 @@ class Served:
     base: str
     port: int
     log: Path  # the server's stderr
+    process: subprocess.Popen[bytes] | None = None
 
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")
@@ -72,7 +73,7 @@ def http_server(env: dict[str, str], *args: str, log_dir: Path, host: str = "127
             raise RuntimeError(f"HTTP server did not start: {log.read_text()}")
         time.sleep(0.05)
     try:
-        yield Served(url=f"{base}/mcp", base=base, port=port, log=log)
+        yield Served(url=f"{base}/mcp", base=base, port=port, log=log, process=process)
     finally:
         process.terminate()
         try:

@@ -25,7 +25,7 @@ from mcp.client.stdio import StdioServerParameters
 
 from mixpanel_mcp.config import default_sandbox_dir
 from mixpanel_mcp.double.seed import FUNNEL_PURCHASE, generate
-from mixpanel_mcp.double.state import DoubleState
+from mixpanel_mcp.double.state import DoubleState, group_key_id
 from mixpanel_mcp.double.store import SqliteStore
 from mixpanel_mcp.tools import ALL_GROUPS
 from tests.conftest import NO_CONFIRM, error_text, keep_contract_mode, structured
@@ -192,7 +192,7 @@ async def test_seeded_project_answers_like_mixpanel(tmp_path):
         assert data["total"] == len(team) > 0
         assert {p["$distinct_id"] for p in data["profiles"]} == team
         assert all(set(p["$properties"]) >= {"$email", "$name", "plan", "country", "created"} for p in data["profiles"])
-        companies = await client.call_tool("export", {"operation": "profiles", "data_group_id": "company_id", "limit": 1000})
+        companies = await client.call_tool("export", {"operation": "profiles", "data_group_id": group_key_id("company_id"), "limit": 1000})
         assert structured(companies)["total"] == len(stored_rows(folder, "group_profiles")) > 0
 
         schemas = await client.call_tool("lexicon", {"operation": "list"})
@@ -260,7 +260,7 @@ async def test_writes_are_read_back_and_survive_a_restart(tmp_path):
         profile = structured(await client.call_tool("export", {"operation": "profiles", "distinct_id": user}))
         assert profile["profiles"][0]["$properties"]["plan"] == "enterprise"
         company = structured(
-            await client.call_tool("export", {"operation": "profiles", "data_group_id": "company_id", "distinct_id": "c-999"})
+            await client.call_tool("export", {"operation": "profiles", "data_group_id": group_key_id("company_id"), "distinct_id": "c-999"})
         )
         assert company["profiles"] == [{"$distinct_id": "c-999", "$properties": {"$name": "Sandbox Test Co"}}]
         again = await client.call_tool("track", {"operation": "import", "events": checks})  # same $insert_id: deduplicated

@@ -24,7 +24,7 @@ import httpx2
 from mixpanel_mcp.client.budget import budget_for
 from mixpanel_mcp.client.cache import Stored, result_cache
 from mixpanel_mcp.client.errors import Api
-from mixpanel_mcp.config import Settings
+from mixpanel_mcp.config import REDIS_URL_VAR, ConfigError, RedisSettings, Settings
 
 QUEUE_FACTOR = 4  # calls of one agent that may wait for a slot, per slot of its cap
 
@@ -74,8 +74,6 @@ class State(Protocol):
 
     async def health(self) -> str | None:
         """None when healthy; else why not."""
-
-    def describe(self) -> str: ...
 
     async def aclose(self) -> None: ...
 
@@ -184,8 +182,27 @@ class LocalState:
     async def health(self) -> str | None:
         return None
 
-    def describe(self) -> str:
-        return "in this process (each server process counts its own)"
-
     async def aclose(self) -> None:
         return None
+
+
+def open_state(redis: RedisSettings | None) -> State:
+    """In this process, or in Redis once it answers: ConfigError saying why not (the server does not start)."""
+    if redis is None:
+        return LocalState()
+    try:
+        import redis as _client  # noqa: F401 - the optional extra
+    except ImportError:
+        raise ConfigError(
+            f"{REDIS_URL_VAR} is set but the Redis client is not installed: pip install 'mixpanel-mcp[redis]'."
+        ) from None
+    from mixpanel_mcp.client.redis_state import RedisState, check_redis
+
+    try:
+        check_redis(redis.url.get_secret_value())
+    except ConnectionError as exc:
+        raise ConfigError(
+            f"cannot reach Redis at {redis.shown} ({REDIS_URL_VAR}): {exc}. Start it or correct the URL (without "
+            f"{REDIS_URL_VAR}, one server process keeps its limits and cache to itself)."
+        ) from None
+    return RedisState(redis.url.get_secret_value(), lease=redis.lease)

@@ -156,7 +156,7 @@ class Contract:
         self.text_errors = set(exceptions.get("undocumented_errors", {}).get("text_bodies", []))
         config = Config(
             spec_validator_cls=None,
-            extra_media_type_deserializers={"application/x-ndjson": _ndjson, "text/plain": _plain},
+            extra_media_type_deserializers={"application/x-ndjson": _ndjson, "text/plain": _plain, "text/csv": _text},
         )
         self.apis: list[tuple[str, str, Any]] = []  # (prefix, file name, OpenAPI)
         self.last_accepted: dict[tuple[str, str], Any] = {}
@@ -244,6 +244,11 @@ def _describe(exc: Exception) -> str:
 def _ndjson(body: bytes | str, **_parameters: str) -> list[Any]:
     text = body.decode() if isinstance(body, bytes) else body
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _text(body: bytes | str, **_parameters: str) -> str:
+    """A text body (a lookup table's CSV) is the string its schema describes, not bytes."""
+    return body.decode() if isinstance(body, bytes) else body
 
 
 def _plain(body: bytes | str, **_parameters: str) -> Any:

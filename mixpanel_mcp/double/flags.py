@@ -403,6 +403,8 @@ def routes(state: DoubleState) -> list[Route]:
             if flag.get("status") != "enabled":
                 continue
             definition = {k: flag[k] for k in fields if flag.get(k) is not None}
+            definition.setdefault("project_id", state.project.project_id)  # every definition names both
+            definition.setdefault("workspace_id", state.project.workspace_id)
             if flag.get("experiment_id"):
                 definition["experiment_id"] = flag["experiment_id"]
                 definition["is_experiment_active"] = bool(flag.get("is_experiment_active"))
