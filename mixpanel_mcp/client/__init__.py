@@ -4,6 +4,7 @@ from mixpanel_mcp.client.errors import (
     Api,
     AuthenticationError,
     BadRequestError,
+    CallDeadlineError,
     Credential,
     CredentialMissingError,
     MixpanelError,
@@ -13,6 +14,7 @@ from mixpanel_mcp.client.errors import (
     RateLimitError,
     ServerError,
     TransportError,
+    UnexpectedAnswerError,
     UpstreamError,
 )
 from mixpanel_mcp.client.http import CallStats, MixpanelClient, call_stats, raise_for_body_status
@@ -21,6 +23,7 @@ __all__ = [
     "Api",
     "AuthenticationError",
     "BadRequestError",
+    "CallDeadlineError",
     "CallStats",
     "Credential",
     "CredentialMissingError",
@@ -32,6 +35,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "TransportError",
+    "UnexpectedAnswerError",
     "UpstreamError",
     "call_stats",
     "raise_for_body_status",

@@ -9,9 +9,11 @@
     │   ├── NotFoundError           404
     │   ├── PayloadTooLargeError    413
     │   ├── RateLimitError          429 (after retries, or with a wait too long to sleep through)
-    │   └── ServerError             5xx after retries
+    │   ├── ServerError             5xx after retries
+    │   └── UnexpectedAnswerError   not an answer the API documents: a redirect, or a body that is not JSON
     ├── TransportError              no usable answer: connection failed or timed out (after retries)
     ├── BudgetExhaustedError        not sent: this project's rate budget (counted here) is spent for now
+    ├── CallDeadlineError           stopped: the tool call reached its overall deadline
     ├── SharedStateUnavailableError not sent: the state the replicas share (Redis) cannot be reached
     └── OutputFileError             not sent, or stopped: the output file cannot be written here
 """
@@ -19,6 +21,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class Api(StrEnum):
@@ -109,11 +112,23 @@ class ServerError(UpstreamError):
     pass
 
 
+class UnexpectedAnswerError(UpstreamError):
+    """Something answered that is not the API as documented (a redirect, an HTML page): never read as a result."""
+
+
 class TransportError(MixpanelError):
     """No answer that could be used: the connection failed, or Mixpanel did not answer in time."""
 
     def __init__(
-        self, *, api: Api, endpoint: str, reason: str, timed_out: bool, attempts: int, maybe_applied: bool = True
+        self,
+        *,
+        api: Api,
+        endpoint: str,
+        reason: str,
+        timed_out: bool,
+        attempts: int,
+        maybe_applied: bool = True,
+        budget: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{endpoint}: {reason}")
         self.api = api
@@ -122,6 +137,17 @@ class TransportError(MixpanelError):
         self.timed_out = timed_out
         self.attempts = attempts
         self.maybe_applied = maybe_applied  # False only when no attempt ever reached Mixpanel
+        self.budget = budget  # what is left of the family's rate budget after these attempts
+
+
+class CallDeadlineError(MixpanelError):
+    """The tool call used up its overall time (MIXPANEL_CALL_DEADLINE): stopped, whatever it was doing."""
+
+    def __init__(self, *, seconds: float, requests: int, endpoint: str | None = None) -> None:
+        super().__init__(f"call deadline of {seconds:g} s reached")
+        self.seconds = seconds
+        self.requests = requests
+        self.endpoint = endpoint  # the request under way when the deadline came, if any
 
 
 class BudgetExhaustedError(MixpanelError):
@@ -160,6 +186,16 @@ class OutputFileError(MixpanelError):
         self.written = written  # events written before the failure
 
 
+class UnreadableAnswerError(MixpanelError):
+    """Mixpanel answered 200 with a shape this project cannot read: reported as such, never as zeros."""
+
+    def __init__(self, endpoint: str, expected: str, got: str) -> None:
+        super().__init__(f"{endpoint}: expected {expected}, got {got}")
+        self.endpoint = endpoint
+        self.expected = expected
+        self.got = got
+
+
 STATUS_ERRORS: dict[int, type[UpstreamError]] = {
     400: BadRequestError,
     401: AuthenticationError,
@@ -173,4 +209,6 @@ STATUS_ERRORS: dict[int, type[UpstreamError]] = {
 def error_for_status(status: int) -> type[UpstreamError]:
     if status >= 500:
         return ServerError
+    if status < 400:
+        return UnexpectedAnswerError
     return STATUS_ERRORS.get(status, BadRequestError)

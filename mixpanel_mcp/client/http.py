@@ -25,10 +25,12 @@ from mixpanel_mcp import __version__
 from mixpanel_mcp.client.cache import Stored, request_key, ttl_for
 from mixpanel_mcp.client.errors import (
     Api,
+    CallDeadlineError,
     Credential,
     CredentialMissingError,
     MixpanelError,
     TransportError,
+    UnexpectedAnswerError,
     UpstreamError,
     error_for_status,
 )
@@ -52,6 +54,8 @@ class CallStats:
     retries: int = 0
     cached: bool = False  # answered (at least in part) from the result cache
     budget: dict[str, Any] = field(default_factory=dict)  # what is left of each rate budget, by API family
+    deadline: float | None = None  # anyio.current_time() by which the whole call must be done
+    deadline_seconds: float | None = None  # the setting it came from, for the report
 
 
 call_stats: ContextVar[CallStats | None] = ContextVar("mixpanel_call_stats", default=None)
@@ -298,12 +302,19 @@ class MixpanelClient:
         stats = call_stats.get()
         retry = self.settings.retry
         attempt = 0
+        timeouts = 0
         maybe_applied = False  # an earlier attempt was sent and went unanswered (or answered 5xx)
         while True:
             # Every attempt is a request Mixpanel counts: each one waits for, and spends, the budget.
             ticket = await self.state.acquire(api, self.settings, path)
             try:
                 attempt += 1
+                left = _time_left(stats)
+                if left is not None and left <= 0:
+                    raise _deadline(stats, path)
+                capped = left is not None and left < self.settings.timeout
+                if capped:  # this attempt may not outlast the call
+                    request.extensions["timeout"] = httpx2.Timeout(left, connect=min(10.0, left)).as_dict()
                 if stats is not None:
                     stats.requests += 1
                     stats.retries += attempt > 1
@@ -316,7 +327,19 @@ class MixpanelClient:
                     never_sent = isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout))
                     timed_out = isinstance(exc, httpx2.TimeoutException)
                     maybe_applied = maybe_applied or not never_sent
-                    if attempt > retry.max_retries or not (idempotent or never_sent):
+                    if timed_out and capped:
+                        raise _deadline(stats, path) from None
+                    # A query that ran out of time is costly (a slot and one of the hour's queries for up to
+                    # MIXPANEL_TIMEOUT): tried again once at most, and only if the budget and the call's
+                    # deadline leave room for a whole second attempt.
+                    timeouts += timed_out and not never_sent
+                    left_over = ticket.remaining if ticket is not None else None
+                    give_up_query = api is Api.QUERY and timeouts > 0 and (
+                        timeouts > 1
+                        or (left_over is not None and left_over.get("remaining", 1) < 1)
+                        or (left is not None and left < 2 * self.settings.timeout)
+                    )
+                    if attempt > retry.max_retries or not (idempotent or never_sent) or give_up_query:
                         raise TransportError(
                             api=api,
                             endpoint=path,
@@ -324,10 +347,12 @@ class MixpanelClient:
                             timed_out=timed_out,
                             attempts=attempt,
                             maybe_applied=maybe_applied,
+                            budget=left_over,
                         ) from None
                     wait = None
                 else:
-                    if response.status_code < 400 or response.status_code in accept:
+                    # Redirects are not followed (credentials stay on the configured host), so a 3xx is a failure.
+                    if response.status_code < 300 or response.status_code in accept:
                         try:
                             yield response
                         finally:
@@ -357,13 +382,28 @@ class MixpanelClient:
                 if ticket is not None:
                     with anyio.CancelScope(shield=True):
                         await ticket.release()
-            await self._sleep(wait if wait is not None else self.backoff(attempt))
+            delay = wait if wait is not None else self.backoff(attempt)
+            left = _time_left(stats)
+            if left is not None and delay >= left:  # waiting would outlast the call: stop now, and say so
+                raise _deadline(stats, path)
+            await self._sleep(delay)
 
     def backoff(self, attempt: int) -> float:
         """Delay before retry `attempt` (1-based): base, doubling to the cap, plus 0.5-2.5x base of jitter."""
         retry = self.settings.retry
         delay = min(retry.base_delay * 2 ** (attempt - 1), retry.max_delay)
         return delay + retry.base_delay * (0.5 + 2 * random.random())
+
+
+def _time_left(stats: CallStats | None) -> float | None:
+    if stats is None or stats.deadline is None:
+        return None
+    return stats.deadline - anyio.current_time()
+
+
+def _deadline(stats: CallStats | None, path: str) -> CallDeadlineError:
+    assert stats is not None and stats.deadline_seconds is not None
+    return CallDeadlineError(seconds=stats.deadline_seconds, requests=stats.requests, endpoint=path)
 
 
 def basic_auth(username: str, password: str) -> str:
@@ -381,17 +421,35 @@ def _transport_reason(exc: Exception) -> str:
 
 
 def raise_for_body_status(response: httpx2.Response, api: Api, endpoint: str, secrets: list[str]) -> Any:
-    """Mixpanel's verbose ingestion answers 200 with {"status": 0, "error": ...} on failure."""
+    """The JSON of a successful answer; raise when it is a failure in disguise.
+
+    Mixpanel's verbose ingestion answers 200 with {"status": 0, "error": ...} on failure, and the Query API
+    can answer 200 with {"error": ...}. Only ingestion's plain "1" is a body that is not JSON; any other
+    (an HTML page from a proxy or a login wall) is an error, never an empty result.
+    """
+    if response.status_code == 204:  # No Content: the documented answer of some deletes
+        return ""
     try:
         body = response.json()
     except ValueError:
-        body = response.text.strip()
-        if body == "0":
+        text = response.text.strip()
+        if text == "0":
             raise error_for_status(400)(
                 api=api, status=200, detail="no valid record in the request", credential=None, endpoint=endpoint
             ) from None
-        return body
-    if isinstance(body, Mapping) and body.get("status") in (0, "0", "error"):
+        if text == "1" and api in (Api.INGESTION, Api.IMPORT):
+            return text
+        raise UnexpectedAnswerError(
+            api=api,
+            status=response.status_code,
+            detail=f"the body is not JSON ({_kind_of_body(response)})",
+            credential=None,
+            endpoint=endpoint,
+        ) from None
+    failed = isinstance(body, Mapping) and (
+        body.get("status") in (0, "0", "error") or (isinstance(body.get("error"), str) and body["error"].strip() != "")
+    )
+    if failed:
         raise error_for_status(400)(
             api=api,
             status=response.status_code,
@@ -400,6 +458,16 @@ def raise_for_body_status(response: httpx2.Response, api: Api, endpoint: str, se
             endpoint=endpoint,
         )
     return body
+
+
+def _kind_of_body(response: httpx2.Response) -> str:
+    """What came instead of JSON, in words that echo nothing of it."""
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    size = len(response.content)
+    if not size:
+        return "it is empty"
+    what = "an HTML page" if content_type == "text/html" or response.text.lstrip()[:1] == "<" else "plain text"
+    return f"{what} of {size:,} bytes"
 
 
 __all__ = ["CallStats", "MixpanelClient", "UpstreamError", "call_stats", "parse_retry_after", "raise_for_body_status"]

@@ -32,8 +32,17 @@ async def _call(client: MixpanelClient, method: str, path: str, **kwargs: Any) -
 
 
 async def list_schemas(client: MixpanelClient, entity_type: str | None = None, name: str | None = None) -> Any:
-    """GET: {"results": [entries], "status": "ok"}, or one bare schema object when `name` is given."""
-    return await _call(client, "GET", schemas_path(client, entity_type, name))
+    """GET: {"results": [entries], "status": "ok"}, or, when `name` is given, that entity's schema object."""
+    answer = await _call(client, "GET", schemas_path(client, entity_type, name))
+    return one_schema(answer) if name is not None else answer
+
+
+def one_schema(answer: Any) -> Any:
+    """One entity's schema, answered bare (lexicon-schemas.openapi.yaml) or wrapped as {"status": "ok",
+    "results": {...}} (what the live API answers, per the public client mixpanel_data): either way, the schema."""
+    if isinstance(answer, dict) and answer.get("status") == "ok" and isinstance(answer.get("results"), dict):
+        return answer["results"]
+    return answer
 
 
 async def upload_schemas(client: MixpanelClient, entries: list[dict[str, Any]], *, truncate: bool = False) -> Any:

@@ -56,12 +56,30 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return tokens
 
 
+# Nesting (parentheses, lists, calls, not, unary minus) and operators chained at one level: both become
+# Python recursion when parsed and evaluated, so both are bounded with a 400, as Mixpanel bounds them.
+MAX_NESTING = 50
+MAX_OPERATORS = 500
+
+
 class _Parser:
     """Recursive descent, lowest precedence first: or, and, not, comparison, + -, * / %, unary -, primary."""
 
     def __init__(self, text: str) -> None:
         self.tokens = _tokens(text)
         self.i = 0
+        self.depth = 0
+        self.operators = 0
+
+    def nested(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ExpressionError(f"the expression is nested more than {MAX_NESTING} levels deep")
+
+    def operator(self) -> None:
+        self.operators += 1
+        if self.operators > MAX_OPERATORS:
+            raise ExpressionError(f"the expression has more than {MAX_OPERATORS} operators")
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -88,6 +106,7 @@ class _Parser:
         node = operand()
         while self.at(*ops):
             op = self.take()[1]
+            self.operator()
             node = combine(op, node, operand())
         return node
 
@@ -100,7 +119,9 @@ class _Parser:
     def not_(self) -> Node:
         if self.at("not"):
             self.take()
+            self.nested()
             operand = self.not_()
+            self.depth -= 1
             return lambda p: _negate(operand(p))
         return self.comparison()
 
@@ -116,29 +137,35 @@ class _Parser:
     def unary(self) -> Node:
         if self.at("-"):
             self.take()
+            self.nested()
             operand = self.unary()
+            self.depth -= 1
             return lambda p: -v if is_number(v := operand(p)) else UNDEFINED
         return self.primary()
 
     def primary(self) -> Node:
         kind, value = self.take()
         if kind == "number":
-            number = float(value)
+            number = _finite(float(value))
             return lambda p: number
         if kind == "string":
             text = _unquote(value)
             return lambda p: text
         if kind == "op" and value == "(":
+            self.nested()
             node = self.or_()
             self.take(")")
+            self.depth -= 1
             return node
         if kind == "op" and value == "[":
+            self.nested()
             items: list[Node] = []
             while not self.at("]"):
                 items.append(self.or_())
                 if not self.at("]"):
                     self.take(",")
             self.take("]")
+            self.depth -= 1
             return lambda p: [item(p) for item in items]
         if kind == "name" and value in ("true", "false"):
             flag = value == "true"
@@ -155,8 +182,10 @@ class _Parser:
             return lambda p: from_json(p.get(name))
         if kind == "name" and value in _FUNCTIONS:
             self.take("(")
+            self.nested()
             operand = self.or_()
             self.take(")")
+            self.depth -= 1
             function = _FUNCTION_IMPLS[value]
             return lambda p: function(operand(p))
         raise ExpressionError(f"'{value}' is not supported in this expression")
@@ -174,7 +203,10 @@ def from_json(value: Any) -> Any:
     if isinstance(value, bool) or isinstance(value, str):
         return value
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return _finite(float(value))
+        except OverflowError:  # an integer too large for a float
+            return UNDEFINED
     if isinstance(value, list):
         return [from_json(v) for v in value]
     return UNDEFINED
@@ -182,6 +214,11 @@ def from_json(value: Any) -> Any:
 
 def is_number(value: Any) -> bool:
     return isinstance(value, float)
+
+
+def _finite(value: Any) -> Any:
+    """Infinities and NaN (an overflow, 1e400) are no value here: they have no JSON form to answer with."""
+    return value if not isinstance(value, float) or math.isfinite(value) else UNDEFINED
 
 
 def _kind(value: Any) -> str:
@@ -238,14 +275,14 @@ def _binary(op: str, left: Node, right: Node) -> Node:
         if op in (">", ">=", "<", "<="):
             return {">": a > b, ">=": a >= b, "<": a < b, "<=": a <= b}[op]
         if op == "+":
-            return a + b
+            return _finite(a + b)
         if op == "-":
-            return a - b
+            return _finite(a - b)
         if op == "*":
-            return a * b
+            return _finite(a * b)
         if b == 0:
             return UNDEFINED
-        return a / b if op == "/" else math.fmod(a, b)
+        return _finite(a / b if op == "/" else math.fmod(a, b))
 
     return evaluate
 
@@ -257,7 +294,7 @@ def _to_number(value: Any) -> Any:
         return value
     if isinstance(value, str):
         try:
-            return float(value)
+            return _finite(float(value))
         except ValueError:
             return UNDEFINED
     return UNDEFINED
@@ -300,7 +337,15 @@ _FUNCTION_IMPLS: dict[str, Callable[[Any], Any]] = {
 
 def compile_expression(text: str) -> Node:
     """Parse a `where`/`on` expression into a function of an event's properties."""
-    return _Parser(text).parse()
+    node = _Parser(text).parse()
+
+    def evaluate(properties: dict[str, Any]) -> Any:
+        try:
+            return node(properties)
+        except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:  # a value the rules above missed
+            raise ExpressionError(f"the expression cannot be computed on this data ({type(exc).__name__})") from None
+
+    return evaluate
 
 
 def condition(text: str | None) -> Callable[[dict[str, Any]], bool]:

@@ -37,6 +37,8 @@ def query_route(state: DoubleState, path: str, compute: Callable[[RecordedReques
             return JSONResponse(compute(recorded))
         except QueryError as exc:
             return query_error(recorded, 400, str(exc))
+        except OverflowError:  # a date at the calendar's edge (9999-12-31 plus a day)
+            return query_error(recorded, 400, "a date is out of the supported range")
 
     return Route(path, endpoint, methods=[method])
 
@@ -86,8 +88,20 @@ def previous_bucket(moment: Moment, unit: str) -> Moment:
     return moment - (next_bucket(moment, unit) - moment)
 
 
+# The most buckets one answer may hold: ~27 years of days, ~4 years of hours. The double answers a wider
+# question with a 400 rather than spend its event loop (and the sandbox's) building a series for it.
+MAX_BUCKETS = 10_000
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86_400, "week": 7 * 86_400, "month": 28 * 86_400}
+
+
 def bucket_starts(start: Moment, end: Moment, unit: str, interval: int | None = None) -> list[Moment]:
-    """The start of every bucket touching [start, end), in order."""
+    """The start of every bucket touching [start, end), in order; a QueryError past MAX_BUCKETS."""
+    span = (end - start).total_seconds() / (_UNIT_SECONDS[unit] * (interval or 1))
+    if span > MAX_BUCKETS:
+        raise QueryError(
+            f"the date range holds about {span:,.0f} {unit} buckets, more than {MAX_BUCKETS:,}: ask for a shorter "
+            "range or a coarser unit"
+        )
     if unit == "day" and interval:
         return [start + dt.timedelta(days=d) for d in range(0, (end - start).days, interval)]
     starts, moment = [], bucket_start(start, unit)

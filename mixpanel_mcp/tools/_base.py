@@ -35,12 +35,14 @@ class Needs(StrEnum):
     APP = "app"  # the app API: annotations, listing lookup tables (service account)
     WORKSPACE = "workspace"  # feature flag management and experiments (service account + workspace)
     GDPR = "gdpr"  # the GDPR API (GDPR OAuth token + project token)
+    SCRIPT = "script"  # JQL: the Query API of a real project (the sandbox runs no JavaScript)
 
     def allowed(self, settings: Settings) -> bool:
         return {
             Needs.TOKEN: settings.can_track,
             Needs.IMPORT: settings.can_import,
             Needs.QUERY: settings.can_query,
+            Needs.SCRIPT: settings.can_query and not settings.sandbox,
             Needs.LEXICON: settings.can_lexicon,
             Needs.APP: settings.can_app,
             Needs.WORKSPACE: settings.can_workspace,

@@ -33,7 +33,7 @@ class JqlArgs(Args):
     )
 
 
-@group.operation("run", JqlArgs, access=Access.READ, needs=Needs.QUERY, summary="run a JQL script")
+@group.operation("run", JqlArgs, access=Access.READ, needs=Needs.SCRIPT, summary="run a JQL script")
 async def run_jql(run: Run, args: JqlArgs) -> Result:
     body = await query.jql(run.client, args.script, args.params)
     rows = body if isinstance(body, list) else [body]
