@@ -1,29 +1,31 @@
 """The Lexicon Schemas API: /api/app/projects/{project_id}/schemas[/{entityType}[/{name}]].
 
-Service account only; the project id is in the path, not the query. Uploading a schema replaces the one
-stored, so every call here is safe to resend.
+Service account only; the project id is in the path, not the query. Reading or deleting one entity names it
+in the query (`?entity_name=`, the spec's form), so no name, however odd (`/`, `..`), can change which level a
+request acts on. Uploading one entity has only the path form: its name must be one path segment (checked by
+`segment`). Uploading a schema replaces the one stored, so every call here is safe to resend.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
+from mixpanel_mcp.client.app import segment
 from mixpanel_mcp.client.errors import Api, CredentialMissingError
 from mixpanel_mcp.client.http import MixpanelClient, raise_for_body_status
 
 
-def schemas_path(client: MixpanelClient, entity_type: str | None = None, name: str | None = None) -> str:
-    """The path at the level asked for: the project, one entity type, or one entity."""
+def schemas_path(client: MixpanelClient, entity_type: str | None = None) -> str:
+    """The path of the project's schemas, or of one entity type's."""
     project_id = client.settings.project_id
     if project_id is None:
         raise CredentialMissingError(Api.LEXICON, "MIXPANEL_PROJECT_ID")
     path = f"/projects/{project_id}/schemas"
-    if entity_type is not None:
-        path += "/" + quote(entity_type, safe="")
-        if name is not None:
-            path += "/" + quote(name, safe="")
-    return path
+    return path if entity_type is None else f"{path}/{segment(entity_type)}"
+
+
+def _one(name: str | None) -> dict[str, str] | None:
+    return None if name is None else {"entity_name": name}
 
 
 async def _call(client: MixpanelClient, method: str, path: str, **kwargs: Any) -> Any:
@@ -32,8 +34,8 @@ async def _call(client: MixpanelClient, method: str, path: str, **kwargs: Any) -
 
 
 async def list_schemas(client: MixpanelClient, entity_type: str | None = None, name: str | None = None) -> Any:
-    """GET: {"results": [entries], "status": "ok"}, or one bare schema object when `name` is given."""
-    return await _call(client, "GET", schemas_path(client, entity_type, name))
+    """GET: {"results": [entries], "status": "ok"}; with `name`, the entries of that one entity (zero or one)."""
+    return await _call(client, "GET", schemas_path(client, entity_type), params=_one(name))
 
 
 async def upload_schemas(client: MixpanelClient, entries: list[dict[str, Any]], *, truncate: bool = False) -> Any:
@@ -46,9 +48,9 @@ async def upload_schemas(client: MixpanelClient, entries: list[dict[str, Any]], 
 
 async def upload_schema(client: MixpanelClient, entity_type: str, name: str, schema: dict[str, Any]) -> Any:
     """POST one entity's schema, replacing any stored one: {"status": "ok"}."""
-    return await _call(client, "POST", schemas_path(client, entity_type, name), json=schema)
+    return await _call(client, "POST", f"{schemas_path(client, entity_type)}/{segment(name)}", json=schema)
 
 
 async def delete_schemas(client: MixpanelClient, entity_type: str | None = None, name: str | None = None) -> Any:
     """DELETE at the level asked for: {"results": {"delete_count": N}, "status": "ok"}."""
-    return await _call(client, "DELETE", schemas_path(client, entity_type, name))
+    return await _call(client, "DELETE", schemas_path(client, entity_type), params=_one(name))
