@@ -35,37 +35,32 @@ API_SECRET = "test-api-secret"
 CONTRACT_VARIABLES = ("MIXPANEL_OPENAPI_DIR", "MIXPANEL_CONTRACT_LOG")
 
 
+_contract_log: Path | None = None  # set for the session (a test may point MIXPANEL_CONTRACT_LOG elsewhere)
+_contract_offset = 0
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    global _contract_log
     folder = os.environ.get("MIXPANEL_OPENAPI_DIR")
     if folder:
         os.environ["MIXPANEL_OPENAPI_DIR"] = str(Path(folder).resolve())
-        log = Path(tempfile.mkdtemp(prefix="mixpanel-contract-")) / "violations.jsonl"
-        log.touch()
-        os.environ["MIXPANEL_CONTRACT_LOG"] = str(log)
-
-
-def _contract_log() -> Path | None:
-    log = os.environ.get("MIXPANEL_CONTRACT_LOG")
-    return Path(log) if log and os.environ.get("MIXPANEL_OPENAPI_DIR") else None
-
-
-_contract_offset = 0
+        _contract_log = Path(tempfile.mkdtemp(prefix="mixpanel-contract-")) / "violations.jsonl"
+        _contract_log.touch()
+        os.environ["MIXPANEL_CONTRACT_LOG"] = str(_contract_log)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     global _contract_offset
-    log = _contract_log()
-    if log is not None:
-        _contract_offset = log.stat().st_size
+    if _contract_log is not None:
+        _contract_offset = _contract_log.stat().st_size
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     result = yield
-    log = _contract_log()
-    if log is not None:
-        with log.open("rb") as f:
+    if _contract_log is not None:
+        with _contract_log.open("rb") as f:
             f.seek(_contract_offset)
             new = [json.loads(line)["violation"] for line in f.read().decode().splitlines() if line.strip()]
         if new:

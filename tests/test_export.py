@@ -6,10 +6,13 @@ import json
 import re
 import time
 
+import httpx2
 import pytest
 from mcp import Client
 
 from mixpanel_mcp.double import export as double_export
+from mixpanel_mcp.double.state import group_key_id
+from mixpanel_mcp.tools.export import TIME_BASIS
 from tests.conftest import API_SECRET, PROJECT_ID, SA_SECRET, SA_USER, error_text, server_env, stdio_client, stored_event, structured
 
 pytestmark = pytest.mark.asyncio
@@ -82,13 +85,15 @@ async def test_events_request_filters_and_summary(double, env):
     assert data["more_may_exist"] is False
     assert data["by_event"] == {"Signed up": 2, "Viewed page": 1}
     assert data["distinct_users"] == 2
-    assert data["first_time"] == "2026-01-01T09:00:00Z"
-    assert data["last_time"] == "2026-01-02T08:00:00Z"
+    assert data["first_time"] == "2026-01-01 09:00:00"
+    assert data["last_time"] == "2026-01-02 08:00:00"
+    assert data["time_zone"] == TIME_BASIS  # never labelled UTC: older projects store local times
     assert data["skipped_lines"] == 0
     text = result.content[0].text
     assert text.startswith(
         "3 events from 2026-01-01 to 2026-01-03: 2 event name(s), top Signed up (2), Viewed page (1); "
-        "2 distinct user(s); times 2026-01-01T09:00:00Z to 2026-01-02T08:00:00Z.\n"
+        "2 distinct user(s); times 2026-01-01 09:00:00 to 2026-01-02 08:00:00 (UTC if the project was created in 2023 "
+        "or later; the project's time zone if it is older).\n"
     )
     assert "more may exist" not in text
 
@@ -103,7 +108,7 @@ async def test_events_request_filters_and_summary(double, env):
     }
     ms = structured(in_ms)
     assert [e["properties"]["time"] for e in ms["events"]] == [at(2, 10) * 1000]
-    assert ms["first_time"] == ms["last_time"] == "2026-01-02T10:00:00Z"
+    assert ms["first_time"] == ms["last_time"] == "2026-01-02 10:00:00"
 
 
 async def test_events_stop_reading_at_limit(double, env):
@@ -275,15 +280,17 @@ async def test_events_to_ndjson_file_write_every_line(double, env, tmp_path):
         "by_event": {"Tick": 1666, "Tock": 834},
         "event_names": 2,
         "distinct_users": 40,
-        "first_time": "2026-01-09T12:00:00Z",
-        "last_time": "2026-01-09T12:41:39Z",
+        "first_time": "2026-01-09 12:00:00",
+        "last_time": "2026-01-09 12:41:39",
+        "time_zone": TIME_BASIS,
         "skipped_lines": 0,
         "budget": {"export": {"remaining": 59, "limit": 60, "window": "hour"}},
     }
     size = f"{target.stat().st_size / 1_000_000:,.1f} MB"
     assert result.content[0].text.startswith(
         f"Wrote 2,500 events from 2026-01-09 to 2026-01-09 to {target} (NDJSON, {size}): 2 event name(s), top "
-        "Tick (1,666), Tock (834); 40 distinct user(s); times 2026-01-09T12:00:00Z to 2026-01-09T12:41:39Z.\n"
+        "Tick (1,666), Tock (834); 40 distinct user(s); times 2026-01-09 12:00:00 to 2026-01-09 12:41:39 (UTC if the project was created in 2023 "
+        "or later; the project's time zone if it is older).\n"
     )
     assert "events" not in data  # only the summary and the path come back
     # Progress: events and bytes so far, the last report once everything was read.
@@ -507,7 +514,8 @@ async def test_profiles_selectors_are_sent_as_mixpanel_wants(double, env):
         ("company_id", "initech"): {"name": "Initech"},
         ("team", "t1"): {},
     }
-    double.cohorts.append({"id": 2000, "name": "Paying", "count": 2, "members": ["u1", "u3"]})
+    # u9 is in the cohort but has no profile: Mixpanel lists it only with include_all_users (its default).
+    double.cohorts.append({"id": 2000, "name": "Paying", "count": 3, "members": ["u1", "u3", "u9"]})
     async with stdio_client(env) as client:
         by_ids = await client.call_tool(
             "export", {"operation": "profiles", "distinct_ids": ["u1", "u2"], "output_properties": ["$email"]}
@@ -515,7 +523,10 @@ async def test_profiles_selectors_are_sent_as_mixpanel_wants(double, env):
         one = await client.call_tool("export", {"operation": "profiles", "distinct_id": "u3"})
         as_text = await client.call_tool("export", {"operation": "profiles", "distinct_ids": '["u2"]'})
         cohort = await client.call_tool("export", {"operation": "profiles", "filter_by_cohort": 2000})
-        groups = await client.call_tool("export", {"operation": "profiles", "data_group_id": "company_id"})
+        everyone = await client.call_tool("export", {"operation": "profiles", "filter_by_cohort": 2000, "include_all_users": True})
+        no_cohort = await client.call_tool("export", {"operation": "profiles", "include_all_users": True})
+        groups = await client.call_tool("export", {"operation": "profiles", "data_group_id": group_key_id("company_id")})
+        by_name = await client.call_tool("export", {"operation": "profiles", "data_group_id": "company_id"})
         page_without_session = await client.call_tool("export", {"operation": "profiles", "page": 1})
         both = await client.call_tool("export", {"operation": "profiles", "distinct_id": "u1", "distinct_ids": ["u2"]})
     forms = [r.form for r in double.received(ENGAGE)]
@@ -523,8 +534,9 @@ async def test_profiles_selectors_are_sent_as_mixpanel_wants(double, env):
         {"distinct_ids": '["u1","u2"]', "output_properties": '["$email"]'},
         {"distinct_id": "u3"},
         {"distinct_ids": '["u2"]'},
-        {"filter_by_cohort": '{"id":2000}'},
-        {"data_group_id": "company_id"},
+        {"filter_by_cohort": '{"id":2000}', "include_all_users": "false"},
+        {"filter_by_cohort": '{"id":2000}', "include_all_users": "true"},
+        {"data_group_id": group_key_id("company_id")},
     ]
     assert structured(by_ids)["profiles"] == [
         {"$distinct_id": "u1", "$properties": {"$email": "a@x.io"}},
@@ -533,9 +545,14 @@ async def test_profiles_selectors_are_sent_as_mixpanel_wants(double, env):
     assert structured(one)["profiles"] == [{"$distinct_id": "u3", "$properties": {"plan": "pro"}}]
     assert [p["$distinct_id"] for p in structured(as_text)["profiles"]] == ["u2"]
     assert [p["$distinct_id"] for p in structured(cohort)["profiles"]] == ["u1", "u3"]
+    assert structured(everyone)["profiles"][2] == {"$distinct_id": "u9", "$properties": {}}
+    assert "include_all_users applies only with filter_by_cohort" in error_text(no_cohort)
     group_data = structured(groups)
     assert [p["$distinct_id"] for p in group_data["profiles"]] == ["acme", "initech"]
     assert groups.content[0].text.startswith("2 of 2 group profile(s) in 1 page(s).")
+    # A group key is named by its numeric id, not its name (the name is refused before any request).
+    assert "data_group_id: must be the group key's numeric id" in error_text(by_name)
+    assert "-1405123841946871899" in error_text(by_name)
     assert "page > 0 needs the session_id" in error_text(page_without_session)
     assert "distinct_id or distinct_ids, not both" in error_text(both)
 
@@ -551,6 +568,25 @@ async def test_profiles_double_refuses_a_page_without_session(double, env):
     response = httpx2.post(url, params={"project_id": PROJECT_ID}, data={"page": "2"}, headers=auth)
     assert response.status_code == 400
     assert response.json()["error"] == "session_id is required when page > 0"
+
+
+async def test_profiles_double_lists_cohort_members_without_a_profile_by_default(double, env):
+    """Mixpanel's default for include_all_users is true: a client that leaves it out gets profile-less ids too."""
+    import httpx2
+
+    from mixpanel_mcp.client.http import basic_auth
+
+    double.profiles = {"u1": {"plan": "pro"}}
+    double.cohorts.append({"id": 2000, "name": "Paying", "count": 2, "members": ["u1", "u9"]})
+    url = env["MIXPANEL_QUERY_URL"] + "/query/engage"
+    auth = {"Authorization": basic_auth(SA_USER, SA_SECRET)}
+
+    def ids(**form: str) -> list[str]:
+        response = httpx2.post(url, params={"project_id": PROJECT_ID}, data={"filter_by_cohort": '{"id":2000}', **form}, headers=auth)
+        return [p["$distinct_id"] for p in response.json()["results"]]
+
+    assert ids() == ids(include_all_users="true") == ["u1", "u9"]
+    assert ids(include_all_users="false") == ["u1"]
 
 
 # -- cohorts and activity ---------------------------------------------------------------------
@@ -618,6 +654,17 @@ async def test_query_errors_on_profiles_and_activity(double, env):
     text = error_text(rejected)
     assert "rejected the service account" in text and "Invalid username or password" in text
     assert 'Mixpanel said: "Date range exceeds 365 days into the past"' in error_text(too_old)
+
+
+async def test_a_project_created_before_2023_exports_local_times(double, double_url, monkeypatch):
+    """Such a project stores times in its time zone: export gives the local clock as epoch seconds and reads
+    from_date/to_date as local days (export docs); the double does the same."""
+    monkeypatch.setattr(double.project, "legacy_timezone", "America/Los_Angeles")
+    double.events.append(stored_event("Signed up", "u1", "2026-01-02T05:00:00"))  # Jan 1, 21:00 in Los Angeles
+    answer = httpx2.get(f"{double_url}/api/2.0/export", auth=(SA_USER, SA_SECRET),
+                        params={"project_id": PROJECT_ID, "from_date": "2026-01-01", "to_date": "2026-01-01"})
+    (line,) = answer.text.splitlines()
+    assert json.loads(line)["properties"]["time"] == int(dt.datetime(2026, 1, 1, 21, tzinfo=dt.UTC).timestamp())
 
 
 async def test_a_trimmed_answer_says_first_what_it_holds(double, env):

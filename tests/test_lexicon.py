@@ -66,6 +66,16 @@ async def test_list_at_three_levels(double, env):
     assert one.content[0].text.startswith("Schema of event 'Added To Cart': 1 property described.")
 
 
+async def test_one_schema_is_read_bare_or_wrapped(double, env):
+    """The spec shows one entity's schema bare; the live API wraps it in {"status": "ok", "results": ...}.
+    The double answers wrapped (test above); a bare answer reads the same."""
+    double.fail(BASE + "/event", 200, body=CART)  # one entity, however its name is sent
+    async with stdio_client(env) as client:
+        one = await client.call_tool("lexicon", {"operation": "list", "entity_type": "event", "name": "Added To Cart"})
+    assert structured(one)["schema"] == CART
+    assert one.content[0].text.startswith("Schema of event 'Added To Cart': 1 property described.")
+
+
 async def test_upsert_bulk_single_and_truncate(double, roomy_env):
     env = roomy_env
     seed(double)

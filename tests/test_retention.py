@@ -69,7 +69,7 @@ async def test_birth_unbounded_and_compounded_retention(double, env):
     assert_request(first, "/api/query/retention", expected)
     # Jan 5 cohort (a, b): interval 0 a, 1 a, 2 b. Jan 6 cohort (c, d): 0 d, 1 d.
     data = structured(plain)
-    assert data["raw"] == {"2026-01-05": {"counts": [1, 1, 1], "first": 2}, "2026-01-06": {"counts": [1, 1, 0], "first": 2}}
+    assert "raw" not in data  # Mixpanel's answer is all in the table: not repeated
     assert data["cohorts"] == [
         {"cohort": "2026-01-05", "size": 2, "retained": [1, 1, 1], "retained_pct": [50.0, 50.0, 50.0]},
         {"cohort": "2026-01-06", "size": 2, "retained": [1, 1, 0], "retained_pct": [50.0, 50.0, 0.0]},
@@ -130,7 +130,7 @@ async def test_frequency_counts_distinct_days_per_week(double, env):
     )
     # Week of Jan 5 without b: a opened on 3 days, d on 2, f on 1 (twice the same day).
     data = structured(result)
-    assert data["raw"] == {"data": {"2026-01-05": [3, 2, 1, 0, 0, 0, 0]}}
+    assert "raw" not in data
     assert data["periods"] == [
         {
             "date": "2026-01-05",
@@ -149,7 +149,8 @@ INVALID = [
     ({"operation": "query"}, "(arguments)", "birth retention needs born_event"),
     ({"operation": "query", "born_event": "Signed up", "unit": "year"}, "unit", "'day', 'week' or 'month'"),
     ({"operation": "query", "retention_type": "compounded", "born_event": "Signed up"}, "(arguments)", "only to birth"),
-    ({"operation": "query", "born_event": "Signed up", "interval": 91}, "(arguments)", "at most 90"),
+    ({"operation": "query", "born_event": "Signed up", "interval": 91}, "interval", "less than or equal to 90"),
+    ({"operation": "query", "born_event": "Signed up", "unit": "week", "interval": 7}, "(arguments)", "unit or interval, not both"),
     ({"operation": "query", "born_event": "Signed up", "to_date": "2025-12-31"}, "(arguments)", "after to_date"),
     ({"operation": "query", "born_event": "Signed up", "interval_count": 0}, "interval_count", "greater than or equal to 1"),
     ({"operation": "frequency", "unit": "week"}, "addiction_unit", "Field required"),
@@ -189,6 +190,63 @@ async def test_5xx_is_retried_and_403_names_the_role(double, env):
     assert '"Forbidden"' in text and "Analyst or higher" in text
 
 
+A_OR_NOT = 'properties["distinct_id"] == "a"'
+
+
+async def test_segmented_retention_and_frequency_are_read_per_segment(double, env):
+    """With `on`, the double answers "$overall" plus one entry per value, each by date (Mixpanel does not
+    document these shapes; this is the one its segmented Insights retention gives)."""
+    double.events.extend(EVENTS)
+    birth = {"operation": "query", "from_date": "2026-01-05", "to_date": "2026-01-06", "born_event": "Signed up",
+             "event": "Opened app", "unit": "day", "interval_count": 2, "on": A_OR_NOT}
+    frequency = {"operation": "frequency", "from_date": "2026-01-05", "to_date": "2026-01-11", "unit": "week",
+                 "addiction_unit": "day", "event": "Opened app", "on": A_OR_NOT}
+    async with stdio_client(env) as client:
+        retention = await client.call_tool("retention", birth)
+        often = await client.call_tool("retention", frequency)
+    (request,) = double.received("/api/query/retention")
+    assert request.query["on"] == A_OR_NOT
+
+    # a alone (true): Jan 5, back on days 0 and 1. Others (false): b (Jan 5, day 2); c and d (Jan 6, d on 0 and 1).
+    data = structured(retention)
+    assert data["segments"] == {
+        "true": [{"cohort": "2026-01-05", "size": 1, "retained": [1, 1, 0], "retained_pct": [100.0, 100.0, 0.0]}],
+        "false": [
+            {"cohort": "2026-01-05", "size": 1, "retained": [0, 0, 1], "retained_pct": [0.0, 0.0, 100.0]},
+            {"cohort": "2026-01-06", "size": 2, "retained": [1, 1, 0], "retained_pct": [50.0, 50.0, 0.0]},
+        ],
+    }
+    assert data["overall"] == {"size": 4, "retained_pct": [50.0, 50.0, 25.0]}  # "$overall", not a segment
+    assert "cohorts" not in data
+
+    # Week of Jan 5: a on 3 days (true); b 1, d 2, f 1 (false).
+    data = structured(often)
+    assert [s["at_least"] for s in data["segments"]["true"]] == [[1, 1, 1, 0, 0, 0, 0]]
+    assert [s["at_least"] for s in data["segments"]["false"]] == [[3, 1, 0, 0, 0, 0, 0]]
+    assert data["periods"][0]["at_least"] == [4, 2, 1, 0, 0, 0, 0]
+    assert often.content[0].text.startswith("Frequency of 'Opened app' per week, counted in days: 1 period(s) with activity, 4 active")
+
+
+@pytest.mark.parametrize(
+    ("path", "arguments", "answer"),
+    [
+        ("/api/query/retention", {"operation": "query", "born_event": "Signed up"}, {"2026-01-05": {"users": 5}}),
+        ("/api/query/retention", {"operation": "query", "born_event": "Signed up"}, {"web": {"2026-01-05": 12}}),
+        ("/api/query/retention/addiction", {"operation": "frequency", "unit": "week", "addiction_unit": "day"},
+         {"data": {"2026-01-05": "many"}}),
+        ("/api/query/retention/addiction", {"operation": "frequency", "unit": "week", "addiction_unit": "day"},
+         {"series": [3, 2, 1]}),
+    ],
+)
+async def test_an_answer_that_cannot_be_read_is_said_so_not_read_as_nobody(double, env, path, arguments, answer):
+    double.fail(path, 200, body=answer)
+    async with stdio_client(env) as client:
+        result = await client.call_tool("retention", {"from_date": "2026-01-05", "to_date": "2026-01-11", **arguments})
+    text = error_text(result)
+    assert f"Mixpanel's answer to {path.removeprefix('/api/query')} could not be read" in text
+    assert "not reported as zero" in text and "nobody" not in text
+
+
 async def test_periods_not_over_yet_are_marked_and_left_out_of_the_headline(double, env):
     import datetime as dt
 
@@ -218,3 +276,13 @@ async def test_periods_not_over_yet_are_marked_and_left_out_of_the_headline(doub
     assert data["overall"]["counts_complete_cohorts_only"] is True
     text = result.content[0].text
     assert "1 cohort(s) have intervals not over yet" in text and "retained week 1: 100.0%." in text
+
+
+async def test_the_double_refuses_unit_and_interval_together_as_mixpanel_does(double, double_url):
+    import httpx2
+
+    query = {"project_id": PROJECT_ID, "from_date": "2026-01-05", "to_date": "2026-01-06", "born_event": "Signed up"}
+    both = httpx2.get(f"{double_url}/api/query/retention", params={**query, "unit": "day", "interval": 1}, auth=(SA_USER, SA_SECRET))
+    assert both.status_code == 400 and both.json()["error"] == "unit and interval both specified"
+    for alone in ({"unit": "day"}, {"interval": 1}):
+        assert httpx2.get(f"{double_url}/api/query/retention", params={**query, **alone}, auth=(SA_USER, SA_SECRET)).status_code == 200

@@ -186,6 +186,16 @@ class OutputFileError(MixpanelError):
         self.written = written  # events written before the failure
 
 
+class UnreadableAnswerError(MixpanelError):
+    """Mixpanel answered 200 with a shape this project cannot read: reported as such, never as zeros."""
+
+    def __init__(self, endpoint: str, expected: str, got: str) -> None:
+        super().__init__(f"{endpoint}: expected {expected}, got {got}")
+        self.endpoint = endpoint
+        self.expected = expected
+        self.got = got
+
+
 STATUS_ERRORS: dict[int, type[UpstreamError]] = {
     400: BadRequestError,
     401: AuthenticationError,

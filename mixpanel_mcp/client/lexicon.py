@@ -34,8 +34,23 @@ async def _call(client: MixpanelClient, method: str, path: str, **kwargs: Any) -
 
 
 async def list_schemas(client: MixpanelClient, entity_type: str | None = None, name: str | None = None) -> Any:
-    """GET: {"results": [entries], "status": "ok"}; with `name`, the entries of that one entity (zero or one)."""
-    return await _call(client, "GET", schemas_path(client, entity_type), params=_one(name))
+    """GET: {"results": [entries], "status": "ok"}; with `name`, that one entity's schema, or None if it has none."""
+    answer = await _call(client, "GET", schemas_path(client, entity_type), params=_one(name))
+    return one_schema(answer, name) if name is not None else answer
+
+
+def one_schema(answer: Any, name: str) -> dict[str, Any] | None:
+    """The schema of `name` in an answer to `?entity_name=`: the spec's list form {"results": [entries]}, or one
+    schema wrapped as {"status": "ok", "results": {...}} (the live API's one-entity answer, per the public client
+    mixpanel_data) or bare (the spec's one-entity answer)."""
+    results = answer.get("results") if isinstance(answer, dict) else None
+    if isinstance(results, list):
+        found = [e for e in results if isinstance(e, dict) and e.get("name") == name]
+        schema = found[0].get("schemaJson") if found else None
+        return schema if isinstance(schema, dict) else ({} if found else None)
+    if isinstance(answer, dict) and answer.get("status") == "ok" and isinstance(results, dict):
+        return results
+    return answer if isinstance(answer, dict) else None
 
 
 async def upload_schemas(client: MixpanelClient, entries: list[dict[str, Any]], *, truncate: bool = False) -> Any:

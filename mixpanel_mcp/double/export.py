@@ -9,7 +9,8 @@ Test knobs, module-level (restore them after use, e.g. with pytest's monkeypatch
   (no closing chunk), as a network failure mid-export leaves it.
 - EXPORT_STALL_AFTER: ignore `limit`, send this many events, then hold the connection open without
   sending more (for up to STALL_SECONDS, or until the client hangs up), like a huge export in progress.
-Cohort members, for filter_by_cohort, are the distinct_ids in a cohort's "members" list (never listed).
+Cohort members, for filter_by_cohort, are the distinct_ids in a cohort's "members" list (never listed); as in
+Mixpanel, `include_all_users` defaults to true: members without a profile come back too, with no properties.
 `where` is read by double/expressions.py; an expression it does not understand is a 400.
 """
 
@@ -20,6 +21,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import anyio
 from starlette.requests import Request
@@ -29,7 +31,7 @@ from starlette.routing import Route
 from mixpanel_mcp.double.auth import query_auth
 from mixpanel_mcp.double.expressions import ExpressionError, condition
 from mixpanel_mcp.double.query import QueryError, query_route
-from mixpanel_mcp.double.state import DoubleState, RecordedRequest
+from mixpanel_mcp.double.state import DoubleState, RecordedRequest, group_key_id
 
 ENGAGE_PAGE_SIZE = 1000
 EXPORT_CUT_AFTER: int | None = None
@@ -51,12 +53,21 @@ def _day(text: str | None) -> dt.date | None:
         return None
 
 
-def _in_range(event: dict[str, Any], start: dt.date, end: dt.date) -> bool:
+def _in_range(event: dict[str, Any], start: dt.date, end: dt.date, zone: str | None = None) -> bool:
     time = event.get("properties", {}).get("time")
     if not isinstance(time, (int, float)):
         return False
-    day = dt.datetime.fromtimestamp(time, dt.UTC).date()
+    day = dt.datetime.fromtimestamp(_stored_time(time, zone), dt.UTC).date()
     return start <= day <= end
+
+
+def _stored_time(seconds: float, zone: str | None) -> float:
+    """An event's time as the project stores it: UTC epoch seconds, or, for a project created before 2023
+    (`zone`), the clock time in the project's time zone written as if it were UTC (export docs)."""
+    if zone is None:
+        return seconds
+    offset = dt.datetime.fromtimestamp(seconds, ZoneInfo(zone)).utcoffset() or dt.timedelta()
+    return seconds + offset.total_seconds()
 
 
 _BAD = object()  # a parameter that is not JSON
@@ -81,6 +92,7 @@ def _export(state: DoubleState) -> Callable[[Request], Any]:
             return denied
         q = recorded.query
         start, end = _day(q.get("from_date")), _day(q.get("to_date"))
+        zone = state.project.legacy_timezone
         if start is None or end is None:
             return PlainTextResponse("'from_date' and 'to_date' are required, as yyyy-mm-dd", 400)
         if start > end:
@@ -95,7 +107,7 @@ def _export(state: DoubleState) -> Callable[[Request], Any]:
                 return PlainTextResponse(f"'limit' must be a number from 1 to {EXPORT_MAX_LIMIT}", 400)
             selected = [
                 e for e in sorted(state.events, key=lambda e: e.get("properties", {}).get("time", 0))
-                if _in_range(e, start, end) and (names is None or e.get("event") in names) and match(e.get("properties", {}))
+                if _in_range(e, start, end, zone) and (names is None or e.get("event") in names) and match(e.get("properties", {}))
             ]
         except ExpressionError:
             return PlainTextResponse(f"invalid 'where' expression: {q.get('where')}", 400)
@@ -114,7 +126,7 @@ def _export(state: DoubleState) -> Callable[[Request], Any]:
                         await anyio.sleep(0.05)
                     return
                 properties = dict(event.get("properties", {}))
-                time = properties["time"]
+                time = _stored_time(properties["time"], zone)
                 properties["time"] = int(time * 1000) if in_ms else int(time)
                 properties.setdefault("mp_processing_time_ms", int(time * 1000) + 1500)
                 line = json.dumps({"event": event["event"], "properties": properties})
@@ -136,8 +148,10 @@ def _export(state: DoubleState) -> Callable[[Request], Any]:
 def _matching_profiles(state: DoubleState, form: dict[str, str]) -> list[dict[str, Any]]:
     """The profiles a first-page query selects, in a stable order."""
     if "data_group_id" in form:
-        key = form["data_group_id"]
-        profiles = [(gid, p) for (gkey, gid), p in state.group_profiles.items() if gkey == key]
+        key_id = form["data_group_id"]
+        if not key_id.lstrip("-").isdigit():
+            raise QueryError(f"data_group_id must be the numeric id of a group key, got {key_id!r}")
+        profiles = [(gid, p) for (gkey, gid), p in state.group_profiles.items() if group_key_id(gkey) == key_id]
     else:
         profiles = list(state.profiles.items())
     ids: Any = None
@@ -156,6 +170,12 @@ def _matching_profiles(state: DoubleState, form: dict[str, str]) -> list[dict[st
             raise QueryError(f"cohort {cohort.get('id')} not found")
         members = set(found.get("members", []))
         profiles = [(i, p) for i, p in profiles if i in members]
+        # Mixpanel's default: members who have no profile are listed too (with no properties).
+        everyone = form.get("include_all_users", "true").lower()
+        if everyone not in ("true", "false", "1", "0"):
+            raise QueryError("include_all_users must be true or false")
+        if everyone in ("true", "1") and "data_group_id" not in form:
+            profiles += [(i, {}) for i in members if i not in state.profiles]
     try:
         match = condition(form.get("where"))
         wanted = _json_param(form.get("output_properties"))

@@ -8,10 +8,12 @@ What the double computes (all days are UTC):
   real segmented shape is undocumented). Unknown funnel_id -> 400.
 - /retention birth: a user's cohort is the bucket of their first-ever `born_event` (matching born_where), if in
   the range; interval i holds returns (`event`, or any event; matching `where`) i*interval..(i+1)*interval units
-  after that birth (a month counts as 30 days). compounded: per bucket, users who did `event`, and their later
-  `event`s. Cohorts with no users are left out. `on` is not supported (400).
+  after that birth (a month counts as 30 days); `unit` and `interval` together are a 400. compounded: per bucket, users who did `event`, and their later
+  `event`s. Cohorts with no users are left out. With `on` (❓ shape undocumented): {"$overall": cohorts,
+  <value of `on` on the anchor event>: cohorts}, the `limit` largest values, as segmented Insights retention.
 - /retention/addiction: per unit bucket in the range, counts[i] = users who did the event in at least i+1
-  distinct hours (or days) of that bucket. `on` is not supported (400).
+  distinct hours (or days) of that bucket. With `on` (❓ undocumented): {"data": {"$overall": by date,
+  <value of `on` on the event>: by date}}.
 - /jql: the double cannot run JavaScript. It understands exactly two scripts (whitespace aside):
     function main() { return [params]; }                      -> [params]
     function main() { return Events(params).groupBy(["name"], mixpanel.reducer.count()); }
@@ -224,14 +226,16 @@ def _funnel(state: DoubleState, query: dict[str, str]) -> dict[str, Any]:
 def _retention(state: DoubleState, query: dict[str, str]) -> dict[str, Any]:
     start, end = _range(query)
     kind = _choice(query, "retention_type", ("birth", "compounded"), "birth")
+    if "unit" in query and "interval" in query:
+        raise QueryError("unit and interval both specified")  # as the live API answers; interval alone is days
     unit = _choice(query, "unit", tuple(UNIT_SECONDS), "day") or "day"
     interval = _int(query, "interval", 1, 1, 90 if unit == "day" else None) or 1
     count = _int(query, "interval_count", 1) or 1
     unbounded = query.get("unbounded_retention", "false").lower()
     if unbounded not in ("true", "false", "1", "0"):
         raise QueryError("unbounded_retention must be true or false")
-    if query.get("on"):
-        raise QueryError("the double does not support on for retention")
+    on = compile_expression(query["on"]) if query.get("on") else None
+    limit = _int(query, "limit", 255, 1, 10_000) or 255
     born_event, returning = query.get("born_event"), query.get("event")
     if kind == "birth" and not born_event:
         raise QueryError("born_event is required for birth retention")
@@ -246,8 +250,9 @@ def _retention(state: DoubleState, query: dict[str, str]) -> dict[str, Any]:
     for event in events:
         by_user[_user(event)].append(event)
 
-    # cohort bucket -> user -> the intervals they came back in
+    # cohort bucket -> user -> the intervals they came back in; with `on`, per segment of the anchor event too
     cohorts: dict[dt.date, dict[str, set[int]]] = defaultdict(dict)
+    segmented: dict[str, dict[dt.date, dict[str, set[int]]]] = defaultdict(lambda: defaultdict(dict))
     for user, user_events in by_user.items():
         anchors: list[int] = []
         if kind == "birth":
@@ -270,18 +275,29 @@ def _retention(state: DoubleState, query: dict[str, str]) -> dict[str, Any]:
                 int((seconds_of(e) - t0) // span) for e in user_events[k + 1 :] if is_return(e)
             }
             cohorts[bucket_start(day, unit)][user] = {i for i in intervals if i <= count}
+            if on is not None:
+                segmented[_segment_of(on, user_events[k])][bucket_start(day, unit)][user] = {i for i in intervals if i <= count}
 
-    answer: dict[str, Any] = {}
-    for bucket in sorted(cohorts):
-        users = cohorts[bucket]
-        counts = []
-        for i in range(count + 1):
-            if unbounded in ("true", "1"):
-                counts.append(sum(1 for s in users.values() if s and max(s) >= i))
-            else:
-                counts.append(sum(1 for s in users.values() if i in s))
-        answer[bucket.isoformat()] = {"counts": counts, "first": len(users)}
-    return answer
+    def table(by_bucket: dict[dt.date, dict[str, set[int]]]) -> dict[str, Any]:
+        answer: dict[str, Any] = {}
+        for bucket in sorted(by_bucket):
+            users = by_bucket[bucket]
+            counts = []
+            for i in range(count + 1):
+                if unbounded in ("true", "1"):
+                    counts.append(sum(1 for s in users.values() if s and max(s) >= i))
+                else:
+                    counts.append(sum(1 for s in users.values() if i in s))
+            answer[bucket.isoformat()] = {"counts": counts, "first": len(users)}
+        return answer
+
+    if on is None:
+        return table(cohorts)
+    # With `on` (shape undocumented): "$overall" and one entry per segment value, each cohorts by date, as
+    # Mixpanel's segmented Insights retention answers; the `limit` most common values.
+    sizes = {value: sum(len(users) for users in by_bucket.values()) for value, by_bucket in segmented.items()}
+    top = sorted(sizes, key=lambda value: (-sizes[value], value))[:limit]
+    return {"$overall": table(cohorts), **{value: table(segmented[value]) for value in top}}
 
 
 def _addiction(state: DoubleState, query: dict[str, str]) -> dict[str, Any]:
@@ -290,27 +306,38 @@ def _addiction(state: DoubleState, query: dict[str, str]) -> dict[str, Any]:
         raise QueryError("unit and addiction_unit are required parameters")
     unit = _choice(query, "unit", ("day", "week", "month")) or "day"
     slot_unit = _choice(query, "addiction_unit", ("hour", "day")) or "day"
-    if query.get("on"):
-        raise QueryError("the double does not support on for frequency")
+    on = compile_expression(query["on"]) if query.get("on") else None
+    limit = _int(query, "limit", 255, 1, 10_000) or 255
     event_name = query.get("event")
     keep = _filter(query, "where")
     events = _events(
         state,
         lambda e: (event_name is None or e.get("event") == event_name) and keep(e) and start <= _day(seconds_of(e)) <= end,
     )
-    slots: dict[dt.date, dict[str, set[Any]]] = defaultdict(lambda: defaultdict(set))
+    # segment -> bucket -> user -> the hours (or days) they were active in; "$overall" holds every event
+    slots: dict[str, dict[dt.date, dict[str, set[Any]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(set)))
     for event in events:
         t = seconds_of(event)
         day = _day(t)
         slot = (day, int(t % DAY // 3600)) if slot_unit == "hour" else day
-        slots[bucket_start(day, unit)][_user(event)].add(slot)
-    data = {}
-    for bucket in bucket_starts(start, end + dt.timedelta(days=1), unit):
-        days = {"day": 1, "week": 7, "month": calendar.monthrange(bucket.year, bucket.month)[1]}[unit]
-        width = days * (24 if slot_unit == "hour" else 1)
-        per_user = [len(s) for s in slots[bucket].values()]
-        data[bucket.isoformat()] = [sum(1 for n in per_user if n >= i + 1) for i in range(width)]
-    return {"data": data}
+        for segment in ["$overall"] + ([_segment_of(on, event)] if on is not None else []):
+            slots[segment][bucket_start(day, unit)][_user(event)].add(slot)
+
+    def table(by_bucket: dict[dt.date, dict[str, set[Any]]]) -> dict[str, list[int]]:
+        data = {}
+        for bucket in bucket_starts(start, end + dt.timedelta(days=1), unit):
+            days = {"day": 1, "week": 7, "month": calendar.monthrange(bucket.year, bucket.month)[1]}[unit]
+            width = days * (24 if slot_unit == "hour" else 1)
+            per_user = [len(s) for s in by_bucket[bucket].values()]
+            data[bucket.isoformat()] = [sum(1 for n in per_user if n >= i + 1) for i in range(width)]
+        return data
+
+    if on is None:
+        return {"data": table(slots["$overall"])}
+    # With `on` (shape undocumented): as segmented retention, "$overall" and one entry per segment value.
+    sizes = {value: sum(len(users) for users in by_bucket.values()) for value, by_bucket in slots.items() if value != "$overall"}
+    top = sorted(sizes, key=lambda value: (-sizes[value], value))[:limit]
+    return {"data": {segment: table(slots[segment]) for segment in ["$overall", *top]}}
 
 
 # -- JQL -------------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ def routes(state: DoubleState) -> list[Route]:
             schema = state.schemas.get((entity_type or "", name))
             if schema is None:
                 return error(404, f"no schema for {entity_type} {name!r}")
-            return JSONResponse(schema)
+            # Wrapped, as the live API answers (the spec shows the schema bare; docs/fidelity.md).
+            return JSONResponse({"results": schema, "status": "ok"})
         keys = selected(recorded, entity_type, name)
         entries = [{"entityType": t, "name": n, "schemaJson": state.schemas[(t, n)]} for t, n in keys]
         return JSONResponse({"results": entries, "status": "ok"})

@@ -23,7 +23,7 @@ from mixpanel_mcp.client.export import (
     query_profiles,
 )
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._params import DateRange, Where, json_list, optional
+from mixpanel_mcp.tools._params import DateRange, Where, listish, optional
 
 group = ToolGroup(
     name="export",
@@ -36,19 +36,12 @@ LIMIT_DOC = "Max items: events 50 (max 100000), profiles 100 (max 5000); with ou
 FILE_DOC = "Write all to this local .ndjson/.jsonl/.csv file; returns a summary."
 
 
-def _listish(value: Any) -> Any:
-    """Where a list is expected: a JSON-encoded list is decoded, a single string becomes a one-item list."""
-    if isinstance(value, str) and not value.strip().startswith("["):
-        return [value]
-    return json_list(value)
-
-
 Name = Annotated[str, Field(min_length=1, max_length=255)]
 
 
 def names(most: int, description: str) -> Any:
     """A list of names: a JSON-encoded list or a single name is accepted too."""
-    return Annotated[list[Name], BeforeValidator(_listish), Field(min_length=1, max_length=most, description=description)]
+    return Annotated[list[Name], BeforeValidator(listish), Field(min_length=1, max_length=most, description=description)]
 
 
 def _file_name(value: str) -> str:
@@ -70,9 +63,15 @@ def _top(counts: Counter[str] | dict[str, int], n: int = 3) -> str:
     return ", ".join(f"{name} ({count:,})" for name, count in ranked)
 
 
-def _utc(seconds: float) -> str | None:
+# Exported `time`s are UTC for projects created from 2023 on; older projects store them in the project's time
+# zone (export.openapi.yaml, from_date/to_date; export docs). The project's age is not known here: say both.
+TIME_BASIS = "UTC if the project was created in 2023 or later; the project's time zone if it is older"
+
+
+def _clock(seconds: float) -> str | None:
+    """An exported time as a clock reading, without a zone (see TIME_BASIS)."""
     try:
-        return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     except (ValueError, OverflowError, OSError):  # event data is untrusted: a time out of any range
         return None
 
@@ -120,8 +119,9 @@ def _seen(summary: ExportSummary, *, time_in_ms: bool) -> dict[str, Any]:
         "by_event": dict(ranked[:100]),
         "event_names": len(ranked) + (1 if summary.other_names else 0),
         "distinct_users": len(summary.users),
-        "first_time": _utc(summary.first_time / scale) if summary.first_time is not None else None,
-        "last_time": _utc(summary.last_time / scale) if summary.last_time is not None else None,
+        "first_time": _clock(summary.first_time / scale) if summary.first_time is not None else None,
+        "last_time": _clock(summary.last_time / scale) if summary.last_time is not None else None,
+        "time_zone": TIME_BASIS,
         "skipped_lines": summary.skipped_lines,
     }
     if len(ranked) > 100 or summary.other_names:
@@ -135,7 +135,7 @@ def _seen_sentence(data: dict[str, Any]) -> str:
     about = "about " if data.get("distinct_users_estimated") else ""
     return (
         f"{data['event_names']} event name(s), top {_top(data['by_event'])}; {about}{data['distinct_users']:,} "
-        f"distinct user(s); times {data['first_time']} to {data['last_time']}."
+        f"distinct user(s); times {data['first_time']} to {data['last_time']} ({TIME_BASIS})."
     )
 
 
@@ -189,13 +189,34 @@ async def events(run: Run, args: ExportEvents) -> Result:
 # -- profiles -------------------------------------------------------------------------------
 
 
+def _group_key_id(value: Any) -> str:
+    """Mixpanel's numeric id of a group key (query.openapi.yaml: "the ID of the group key"), never its name."""
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if not text.lstrip("-").isdigit() or len(text) > 20:
+        raise PydanticCustomError(
+            "group_key_id",
+            "must be the group key's numeric id, not its name (e.g. company_id): Mixpanel shows it as "
+            "data_group_id in the address of the group's profiles (Users, group selected)",
+            {"example": "-1405123841946871899"},
+        )
+    return text
+
+
+GroupKeyId = Annotated[
+    str,
+    BeforeValidator(_group_key_id),
+    WithJsonSchema({"type": "string", "description": "Group key's numeric id (data_group_id in its Users page URL)."}),
+]
+
+
 class ExportProfiles(Args):
     distinct_id: optional(Name) = None
     distinct_ids: optional(DistinctIds) = None
     where: optional(Where) = None
-    data_group_id: optional(Annotated[Name, Field(description="Group key id: query group profiles.")]) = None
+    data_group_id: optional(GroupKeyId) = None
     output_properties: optional(names(1000, "Profile properties to return.")) = None
     filter_by_cohort: optional(Annotated[int, Field(ge=1, description="Cohort id.")]) = None
+    include_all_users: bool = Field(False, description="Cohort members without a profile too.")
     session_id: optional(Annotated[Name, Field(description="From an earlier answer, to keep paging.")]) = None
     page: optional(Annotated[int, Field(ge=0, description="0-based; >0 needs session_id.")]) = None
     skip: optional(Annotated[int, Field(ge=0, description="From an earlier answer: profiles of that page already read.")]) = None
@@ -207,6 +228,10 @@ class ExportProfiles(Args):
         if self.distinct_id is not None and self.distinct_ids is not None:
             raise PydanticCustomError(
                 "one_selector", "give distinct_id or distinct_ids, not both", {"example": 'distinct_ids=["u1","u2"]'}
+            )
+        if self.include_all_users and self.filter_by_cohort is None:
+            raise PydanticCustomError(
+                "cohort_only", "include_all_users applies only with filter_by_cohort", {"example": "filter_by_cohort=1000"}
             )
         if (self.page or self.skip) and self.session_id is None:
             raise PydanticCustomError(
@@ -288,7 +313,7 @@ class ExportActivity(DateRange):
     distinct_ids: DistinctIds
 
 
-@group.operation("activity", ExportActivity, access=Access.READ, needs=Needs.QUERY, summary="the events of given users")
+@group.operation("activity", ExportActivity, access=Access.READ, needs=Needs.QUERY, summary="the events of given users (API in maintenance mode)")
 async def activity(run: Run, args: ExportActivity) -> Result:
     found = await activity_stream(run.client, distinct_ids=args.distinct_ids, from_date=args.from_date, to_date=args.to_date)
     by_name = Counter(e.get("event") for e in found if isinstance(e, dict) and isinstance(e.get("event"), str))

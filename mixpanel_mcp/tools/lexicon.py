@@ -98,11 +98,10 @@ class ListSchemas(Args):
 async def list_(run: Run, args: ListSchemas) -> Result:
     answer = await list_schemas(run.client, args.entity_type, args.name)
     if args.name is not None:
-        found = [e for e in _results(answer, list) if isinstance(e, dict) and e.get("name") == args.name]
-        if not found:
+        schema = answer
+        if not isinstance(schema, dict):
             summary = f"No schema for {_level(args.entity_type, args.name)}."
             return Result(summary, {"entity_type": args.entity_type, "name": args.name, "schema": None})
-        schema = found[0].get("schemaJson") if isinstance(found[0].get("schemaJson"), dict) else {}
         count = len(schema.get("properties") or {})
         summary = f"Schema of {_level(args.entity_type, args.name)}: {count} propert{'y' if count == 1 else 'ies'} described."
         return Result(summary, {"entity_type": args.entity_type, "name": args.name, "schema": schema})

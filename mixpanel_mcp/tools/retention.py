@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Callable
 from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from mixpanel_mcp.client import query
+from mixpanel_mcp.client.errors import UnreadableAnswerError
 from mixpanel_mcp.tools._base import Access, Needs, Result, Run, ToolGroup
+from mixpanel_mcp.tools._empty import explain_if_empty
 from mixpanel_mcp.tools._params import DateRange, On, Where, top_limit
 
 group = ToolGroup(
@@ -27,9 +31,9 @@ class RetentionQuery(DateRange):
     event: str | None = Field(None, min_length=1, max_length=255, description="Counted event; default any.")
     born_where: str | None = Field(None, min_length=1, max_length=10_000)
     where: Where | None = None
-    interval: int | None = Field(None, ge=1, description="Units per interval.")
+    interval: int | None = Field(None, ge=1, le=90, description="Days per interval; not with unit.")
     interval_count: int | None = Field(None, ge=1, description="Intervals after interval 0.")
-    unit: Unit | None = Field(None, description="day, week or month.")
+    unit: Unit | None = Field(None, description="day|week|month; not with interval.")
     unbounded_retention: bool | None = None
     on: On | None = None
     limit: int | None = top_limit()
@@ -46,9 +50,13 @@ class RetentionQuery(DateRange):
                 "born_event and born_where apply only to birth retention",
                 {"example": "retention_type=compounded, event=Viewed report"},
             )
-        if (self.unit or "day") == "day" and self.interval is not None and self.interval > 90:
+        if self.unit is not None and self.interval is not None:
+            # Mixpanel answers 400 "unit and interval both specified".
             raise PydanticCustomError(
-                "interval_too_long", "interval may be at most 90 when unit=day", {"example": "interval=7"}
+                "unit_and_interval",
+                "give unit or interval, not both (Mixpanel refuses both): keep unit for day/week/month intervals, "
+                "or interval alone for intervals of that many days",
+                {"example": "unit=week (or interval=7)"},
             )
         return self
 
@@ -68,11 +76,15 @@ class FrequencyQuery(DateRange):
 async def query_retention(run: Run, args: RetentionQuery) -> Result:
     body = await query.retention(run.client, **args.model_dump(exclude={"operation"}))
     data = retention_table(body if isinstance(body, dict) else {}, args)
-    return Result(
+    if not data["overall"]["size"]:
+        data["empty"] = True
+    result = Result(
         summary=_retention_sentence(data, args),
         data=data,
         narrow_hint="narrow from_date/to_date, use a larger unit, or lower interval_count",
     )
+    named = [e for e in (args.born_event, args.event) if e]
+    return await explain_if_empty(run, result, events=named, from_date=args.from_date, to_date=args.to_date)
 
 
 @group.operation(
@@ -95,12 +107,52 @@ async def query_frequency(run: Run, args: FrequencyQuery) -> Result:
 # -- shaping the answers ---------------------------------------------------------------------
 
 
+DATE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}")  # a cohort or period key: yyyy-mm-dd (with a time, for hours)
+
+
 def _pct(part: float, whole: float) -> float | None:
     return round(100 * part / whole, 1) if whole else None
 
 
 def _is_cohort(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("counts"), list)
+
+
+def _is_date(key: str) -> bool:
+    return bool(DATE_KEY.match(key))
+
+
+def _by_segment(raw: dict[str, Any], leaf: Callable[[Any], bool], endpoint: str, expected: str) -> dict[str, dict[str, Any]] | None:
+    """A segmented answer (with `on`) as {segment: {date: leaf}}, or None when it is not segmented.
+
+    Mixpanel does not document these shapes. Both nestings are read: {segment: {date: ...}} (with "$overall"
+    for all users, as its segmented Insights retention answers) and {date: {segment: ...}} (as its segmented
+    funnels answer). Anything else is unreadable, and said so: never read as "nobody"."""
+    if all(leaf(v) for v in raw.values()):
+        return None
+    if not all(isinstance(v, dict) and v and all(leaf(x) for x in v.values()) for v in raw.values()):
+        raise UnreadableAnswerError(endpoint, expected, _shape(raw))
+    if all(_is_date(k) for k in raw):  # {date: {segment: leaf}}
+        segments: dict[str, dict[str, Any]] = {}
+        for date, by_value in raw.items():
+            for value, item in by_value.items():
+                segments.setdefault(value, {})[date] = item
+        return segments
+    if all(_is_date(k) for v in raw.values() for k in v):  # {segment: {date: leaf}}
+        return raw
+    raise UnreadableAnswerError(endpoint, expected, _shape(raw))
+
+
+def _shape(value: Any, depth: int = 0) -> str:
+    """A short description of an answer's shape, for the error that says it could not be read."""
+    if isinstance(value, dict):
+        if depth >= 2 or not value:
+            return "{...}" if value else "{}"
+        key = next(iter(value))
+        return "{" + f"{key!r}: {_shape(value[key], depth + 1)}" + (", ...}" if len(value) > 1 else "}")
+    if isinstance(value, list):
+        return f"[{_shape(value[0], depth + 1)}, ...]" if value else "[]"
+    return type(value).__name__
 
 
 def _cohorts(raw: dict[str, Any], unit: str, step: int, today: dt.date) -> list[dict[str, Any]]:
@@ -162,19 +214,20 @@ def _overall(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def retention_table(raw: dict[str, Any], args: RetentionQuery) -> dict[str, Any]:
     unit, step = args.unit or "day", args.interval or 1
     data: dict[str, Any] = {"retention_type": args.retention_type, "unit": unit, "interval": step}
-    segmented = {k: v for k, v in raw.items() if isinstance(v, dict) and not _is_cohort(v) and any(map(_is_cohort, v.values()))}
     today = dt.datetime.now(dt.UTC).date()
-    rows = _cohorts(raw, unit, step, today)
-    if segmented and not rows:  # with `on`: {segment: {cohort date: {...}}}
-        data["segments"] = {name: _cohorts(cohorts, unit, step, today) for name, cohorts in segmented.items()}
-        rows = [r for seg in data["segments"].values() for r in seg]
-    overall = _overall(rows)
-    data["intervals"] = [f"{unit} {i * step}" for i in range(len(overall["retained_pct"]))]
-    data["overall"] = overall
-    if "segments" not in data:
+    segmented = _by_segment(raw, _is_cohort, "/retention", "cohorts by date ({date: {counts, first}}), or by segment")
+    if segmented is None:
+        rows = _cohorts(raw, unit, step, today)
         data["cohorts"] = rows
-    data["raw"] = raw
-    return data
+    else:
+        overall = segmented.pop("$overall", None)
+        data["segments"] = {name: _cohorts(cohorts, unit, step, today) for name, cohorts in segmented.items()}
+        # "$overall" counts every user once; without it, the segments' cohorts add up (one value per user).
+        rows = _cohorts(overall, unit, step, today) if overall is not None else [r for seg in data["segments"].values() for r in seg]
+    overall_row = _overall(rows)
+    data["intervals"] = [f"{unit} {i * step}" for i in range(len(overall_row["retained_pct"]))]
+    data["overall"] = overall_row
+    return data  # Mixpanel's answer is not repeated: the table holds all of it (an unreadable one is an error)
 
 
 def _retention_sentence(data: dict[str, Any], args: RetentionQuery) -> str:
@@ -203,24 +256,50 @@ def _retention_sentence(data: dict[str, Any], args: RetentionQuery) -> str:
     return text + (f"; retained {quoted}." if quoted else ".")
 
 
-def frequency_table(raw: dict[str, Any], args: FrequencyQuery) -> dict[str, Any]:
-    series = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+def _periods(series: dict[str, Any]) -> list[dict[str, Any]]:
     periods = []
     for date in sorted(series):
-        counts = series[date]
-        if not isinstance(counts, list):
-            continue
-        counts = [int(c or 0) for c in counts]
+        counts = [int(c or 0) for c in series[date]]
         active = counts[0] if counts else 0
         periods.append({"date": date, "active_users": active, "at_least": counts, "at_least_pct": [_pct(c, active) for c in counts]})
-    return {
+    return periods
+
+
+def _is_counts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(c, (int, float)) or c is None for c in value)
+
+
+def frequency_table(raw: dict[str, Any], args: FrequencyQuery) -> dict[str, Any]:
+    series = raw.get("data")
+    expected = '{"data": {date: [counts]}}, or by segment'
+    if not isinstance(series, dict):
+        raise UnreadableAnswerError("/retention/addiction", expected, _shape(raw))
+    data: dict[str, Any] = {
         "unit": args.unit,
         "addiction_unit": args.addiction_unit,
         "event": args.event,
         "note": f"at_least[i] = users who did it in at least i+1 distinct {args.addiction_unit}s of the {args.unit}",
-        "periods": periods,
-        "raw": raw,
     }
+    segmented = _by_segment(series, _is_counts, "/retention/addiction", expected)
+    if segmented is None:
+        data["periods"] = _periods(series)
+    else:
+        overall = segmented.pop("$overall", None)
+        data["segments"] = {name: _periods(by_date) for name, by_date in segmented.items()}
+        data["periods"] = _periods(overall) if overall is not None else _sum_periods(list(segmented.values()))
+    return data
+
+
+def _sum_periods(segments: list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
+    """Without "$overall", the segments add up: each user-period falls in one segment value."""
+    total: dict[str, list[int]] = {}
+    for by_date in segments:
+        for date, counts in by_date.items():
+            row = total.setdefault(date, [])
+            row.extend([0] * (len(counts) - len(row)))
+            for i, c in enumerate(counts):
+                row[i] += int(c or 0)
+    return _periods(total)
 
 
 def _frequency_sentence(data: dict[str, Any], args: FrequencyQuery) -> str:

@@ -1,0 +1,12 @@
+"""Charts of report results: a PNG for any host, and an interactive view for hosts with MCP Apps.
+
+`spec.py` turns a report's data into a small chart description (pure Python, cheap); `png.py` draws it
+with matplotlib, imported only when a call asks for `chart: true`, so the server's start-up never pays for
+it; `view.html` is the MCP Apps view that draws the same description in the chat.
+"""
+
+from __future__ import annotations
+
+from mixpanel_mcp.charts.spec import META_KEY, VIEW_MIME, VIEW_URI, chart_spec, charted
+
+__all__ = ["META_KEY", "VIEW_MIME", "VIEW_URI", "chart_spec", "charted"]
