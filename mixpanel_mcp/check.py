@@ -67,6 +67,7 @@ from mixpanel_mcp.config import (
     load_settings,
 )
 from mixpanel_mcp.errors import describe_error
+from mixpanel_mcp.text import scrubber
 
 logger = logging.getLogger("mixpanel_mcp.check")
 
@@ -669,6 +670,14 @@ def check_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _redis_secrets(url: str | None) -> list[str]:
+    try:
+        redis = load_redis(os.environ, url)
+    except ConfigError:
+        return []  # reported by redis_finding, without the URL
+    return redis.secrets() if redis is not None else []
+
+
 def main_check(argv: Sequence[str], *, hosts: Hosts = REGION_URLS) -> int:
     args = check_parser().parse_args(list(argv))
     try:
@@ -677,6 +686,7 @@ def main_check(argv: Sequence[str], *, hosts: Hosts = REGION_URLS) -> int:
         print(f"mixpanel-mcp check: configuration error: {exc}", file=sys.stderr)
         return 2
     shared = redis_finding(os.environ, args.redis_url)
+    scrubber.add([*settings.secrets(), *_redis_secrets(args.redis_url)])
 
     async def check() -> list[Finding]:
         if shared is None or shared.failed:
@@ -694,7 +704,7 @@ def main_check(argv: Sequence[str], *, hosts: Hosts = REGION_URLS) -> int:
     findings = anyio.run(check)
     if shared is not None:
         findings.append(shared)
-    print(render(settings, findings))
+    print(scrubber.text(render(settings, findings)))
     return exit_code(findings)
 
 
