@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 DEADLINE_GRACE_SECONDS = 1.0  # lets the client's own, more precise deadline error come first
 
 CONFIRM_FIELD = "confirm"
+SANDBOX_WITHOUT_JQL = (
+    "JQL is not offered in the sandbox: the local demo project runs no JavaScript. Use segmentation, funnels, "
+    "retention, events or export, or run JQL against your own project."
+)
 CONFIRM_SCHEMA = {"type": "string", "description": "Code given by a refused destructive call."}
 # Taken by the report operations (charts.CHARTED); off by default because an image costs the agent's context.
 CHART_FIELD = "chart"
@@ -460,6 +464,9 @@ class Runtime:
         known = any(group.name == name for group in self.groups)
         record.reason = f"{shown} is not available to this agent" if known else "no such tool"
         self.audit.write(record)
+        settings = self.settings_for(grant)
+        if name == "jql" and settings is not None and settings.sandbox:
+            return ToolError(f"Unknown tool: {shown}. {SANDBOX_WITHOUT_JQL}")
         return ToolError(f"Unknown tool: {shown}")
 
     async def aclose(self) -> None:

@@ -312,7 +312,7 @@ def _property(value: str, name: str) -> str | None:
     if not text:
         return None
     if len(text) > 255 or '"' in text or "\n" in text:
-        raise ValueError(f"{name} must be one property name (no quotes), e.g. mp_country_code")
+        raise ValueError(f"{name} must be one property name (no quotes), e.g. country")
     return text
 
 
@@ -507,7 +507,7 @@ def register(server: Any) -> None:
         def weekly_kpi_summary(
             week_ending: Annotated[str, Field(description="Last day of the week, yyyy-mm-dd (default: last Sunday).")] = "",
             events: Annotated[str, Field(description="KPI event names, comma-separated (default: picked from the project).")] = "",
-            segment_by: Annotated[str, Field(description="A property to break the main KPI down by, e.g. mp_country_code.")] = "",
+            segment_by: Annotated[str, Field(description="A property of the KPI event to break it down by (the events tool's properties operation lists them).")] = "",
         ) -> str:
             return _render(weekly_kpi_text, week_ending, events, segment_by)
 

@@ -96,3 +96,14 @@ async def test_legacy_secret_lists_reports_but_not_lexicon(double_url):
     names = [t["name"] for t in await listed(env)]
     assert "lexicon" not in names and "engage" not in names
     assert {"segmentation", "export", "track"} <= set(names)
+
+
+async def test_descriptions_say_which_apis_mixpanel_keeps_in_maintenance_mode(env):
+    """Segmentation, funnels, JQL and the activity stream, per Mixpanel's reference; none is hidden or discouraged."""
+    tools = {t["name"]: t["description"] for t in await listed(env)}
+    for name in ("segmentation", "funnels", "jql"):
+        assert "maintenance mode" in tools[name].splitlines()[0], name
+    assert "activity: the events of given users (API in maintenance mode)" in tools["export"]
+    for name in ("events", "retention", "insights"):
+        assert "maintenance" not in tools[name], name
+    assert "prefer" not in tools["jql"]
