@@ -55,6 +55,7 @@ from mixpanel_mcp.client.export import export_events
 from mixpanel_mcp.client.flags import list_flags
 from mixpanel_mcp.client.gdpr import retrieval_status
 from mixpanel_mcp.client.lexicon import list_schemas
+from mixpanel_mcp.client.state import State
 from mixpanel_mcp.config import (
     REGION_URLS,
     CacheSettings,
@@ -70,7 +71,7 @@ from mixpanel_mcp.errors import describe_error
 logger = logging.getLogger("mixpanel_mcp.check")
 
 Hosts = Mapping[Region, tuple[str, str, str]]  # (ingestion, query, export) per region, as config.REGION_URLS
-PROBE_SCHEMA = "mixpanel-mcp credentials check"  # an event name no project has: reading its schema answers 404
+PROBE_SCHEMA = "mixpanel-mcp credentials check"  # an event name no project has: reading its schema finds none
 OTHER_REGION_TIMEOUT = 10.0
 
 TOKEN = "project token"
@@ -164,7 +165,9 @@ class Outcome:
 
 
 class Checker:
-    def __init__(self, settings: Settings, transport: httpx2.AsyncBaseTransport | None, hosts: Hosts) -> None:
+    def __init__(
+        self, settings: Settings, transport: httpx2.AsyncBaseTransport | None, hosts: Hosts, state: State | None = None
+    ) -> None:
         # A check asks Mixpanel every time (no cache), and does not sit through minutes of retries.
         self.settings = replace(
             settings,
@@ -174,6 +177,7 @@ class Checker:
         )
         self.transport = transport
         self.hosts = hosts
+        self.state = state  # with Redis, the check's requests count in the replicas' shared budget
 
     def only(self, credential: str) -> Settings:
         """The settings with just one credential, so the probe cannot be answered by another."""
@@ -188,7 +192,7 @@ class Checker:
         stats = CallStats()
         token = call_stats.set(stats)
         try:
-            async with MixpanelClient(settings, transport=self.transport) as client:
+            async with MixpanelClient(settings, transport=self.transport, state=self.state) as client:
                 await probe(client)
         except MixpanelError as exc:
             return Outcome(exc, stats.requests)
@@ -550,12 +554,13 @@ async def run_check(
     *,
     hosts: Hosts = REGION_URLS,
     quick: bool = False,
+    state: State | None = None,
 ) -> list[Finding]:
     """Check every configured credential; `quick` sends only requests that spend no rate budget.
 
     `hosts` is where each region's APIs live (tests point it at local doubles).
     """
-    report = Report(Checker(settings, transport, hosts), quick)
+    report = Report(Checker(settings, transport, hosts, state), quick)
     if settings.project_token is not None:
         await report.token()
     if settings.has_service_account:
@@ -671,8 +676,22 @@ def main_check(argv: Sequence[str], *, hosts: Hosts = REGION_URLS) -> int:
     except ConfigError as exc:
         print(f"mixpanel-mcp check: configuration error: {exc}", file=sys.stderr)
         return 2
-    findings = anyio.run(lambda: run_check(settings, hosts=hosts))
     shared = redis_finding(os.environ, args.redis_url)
+
+    async def check() -> list[Finding]:
+        if shared is None or shared.failed:
+            return await run_check(settings, hosts=hosts)
+        from mixpanel_mcp.client.redis_state import RedisState
+
+        redis = load_redis(os.environ, args.redis_url)
+        assert redis is not None
+        state = RedisState(redis.url.get_secret_value(), lease=redis.lease)
+        try:
+            return await run_check(settings, hosts=hosts, state=state)
+        finally:
+            await state.aclose()
+
+    findings = anyio.run(check)
     if shared is not None:
         findings.append(shared)
     print(render(settings, findings))

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 from pydantic import SecretStr
 
@@ -369,12 +369,17 @@ class RedisSettings:
             netloc = f"{user}:***@{netloc}"
         elif user:
             netloc = f"{user}@{netloc}"
-        return parts._replace(netloc=netloc).geturl()
+        query = "&".join(
+            f"{name}=***" if name == "password" else f"{name}={value}" for name, value in parse_qsl(parts.query)
+        )
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
     def secrets(self) -> list[str]:
         """The password (and the URL that carries it), so logs and messages can be scrubbed of them."""
-        password = urlsplit(self.url.get_secret_value()).password
-        return [password, self.url.get_secret_value()] if password else []
+        parts = urlsplit(self.url.get_secret_value())
+        passwords = [parts.password, *parse_qs(parts.query).get("password", [])]  # unix:///path?password=...
+        found = [p for p in passwords if p]
+        return [*found, self.url.get_secret_value()] if found else []
 
 
 def load_redis(env: Mapping[str, str], url: str | None = None) -> RedisSettings | None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import io
+import json
 import logging
+import sys
 import traceback
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +20,17 @@ import uvicorn
 from mcp.server import MCPServer
 from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import Context, RequestStateSecurity
-from mcp.types import CallToolResult, Tool as MCPTool
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
+from mcp.types import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    CallToolResult,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCNotification,
+    Tool as MCPTool,
+)
 from mcp_types import InputRequiredResult
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -104,6 +118,53 @@ def configure_logging(secrets: Iterable[str], loggers: Iterable[str] = ("",)) ->
             handler.addFilter(secret_filter)
 
 
+class _RememberedLines(io.TextIOWrapper):
+    """stdin as the SDK reads it (UTF-8, bad bytes replaced), keeping each line until the reply side takes it."""
+
+    def __init__(self, buffer: Any) -> None:
+        super().__init__(buffer, encoding="utf-8", errors="replace")
+        self._read: deque[str] = deque()
+
+    def __next__(self) -> str:
+        line = super().__next__()
+        self._read.append(line)
+        return line
+
+    def readline(self, size: int = -1) -> str:
+        line = super().readline(size)
+        if line:
+            self._read.append(line)
+        return line
+
+    def taken(self) -> str:
+        return self._read.popleft() if self._read else ""
+
+
+def _notification_with_an_id(item: SessionMessage, line: str) -> bool:
+    """A request whose id is neither a string nor an integer: the SDK reads it as a notification and drops it
+    silently, though the client waits for an answer."""
+    if not isinstance(item.message, JSONRPCNotification) or '"id"' not in line:
+        return False
+    try:
+        return "id" in json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+
+
+def malformed_reply(line: str) -> JSONRPCError:
+    """JSON-RPC's answer to a line that is not a message: -32700 if it is not JSON, else -32600, echoing only
+    a usable id (a string or an integer), never the line."""
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError):
+        return JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=PARSE_ERROR, message="Parse error: the line is not JSON"))
+    request_id = value.get("id") if isinstance(value, dict) else None
+    if isinstance(request_id, bool) or not isinstance(request_id, (int, str)):
+        request_id = None
+    reason = "batches are not supported" if isinstance(value, list) else "not a JSON-RPC 2.0 request or notification"
+    return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(code=INVALID_REQUEST, message=f"Invalid Request: {reason}"))
+
+
 class MixpanelServer(MCPServer[AppState]):
     """An MCPServer whose tool list is the caller's: the groups their grant allows, for their project."""
 
@@ -111,6 +172,30 @@ class MixpanelServer(MCPServer[AppState]):
 
     def _view(self) -> dict[str, Any]:
         return self.runtime.tools_for(self.runtime.grant())
+
+    async def run_stdio_async(self) -> None:
+        """stdio, answering lines that are not JSON-RPC messages as the spec says (-32700 / -32600).
+
+        The SDK's reader turns such a line into an exception on its stream and its dispatcher drops it, so
+        the client waits forever; here each one gets its error, and the server carries on.
+        """
+        lines = _RememberedLines(sys.stdin.buffer)
+        async with stdio_server(stdin=anyio.wrap_file(lines)) as (read_stream, write_stream):  # type: ignore[arg-type]
+            send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+
+            async def answer_malformed() -> None:
+                async with send, read_stream:
+                    async for item in read_stream:
+                        line = lines.taken()  # one item per line read, in order
+                        if isinstance(item, Exception) or _notification_with_an_id(item, line):
+                            await write_stream.send(SessionMessage(malformed_reply(line)))
+                        else:
+                            await send.send(item)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(answer_malformed)
+                await self._lowlevel_server.run(receive, write_stream, self._lowlevel_server.create_initialization_options())
+                group.cancel_scope.cancel()
 
     async def list_tools(self) -> list[MCPTool]:
         return [

@@ -56,3 +56,18 @@ def test_arithmetic_between_a_list_or_string_and_a_number_has_no_value(double, e
     for expression in ('properties["items"] + 1', '1 + properties["name"]', '[1] * 2', '"a" - 1'):
         answer = ask(env, "/segmentation", event="Purchase", from_date="2026-01-01", to_date="2026-01-02", on=expression)
         assert answer.status_code in (200, 400), (expression, answer.text)
+
+
+def test_requests_still_running_from_before_a_reset_do_not_skew_the_count_in_flight():
+    """A test's held request that ends after the next test's reset must not make that test's count read low."""
+    from mixpanel_mcp.double import DoubleState
+
+    state = DoubleState()
+    old = state.enter()
+    state.reset()
+    state.leave(old)  # the held request of the previous test ends now
+    new = [state.enter() for _ in range(5)]
+    assert (state.in_flight, state.max_in_flight) == (5, 5)
+    for generation in new:
+        state.leave(generation)
+    assert state.in_flight == 0

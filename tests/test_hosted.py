@@ -148,20 +148,32 @@ def test_an_oversized_body_is_refused(double, hosted):
 
 @pytest.mark.asyncio
 async def test_an_agent_over_its_cap_waits_its_turn_and_is_refused_only_when_too_many_wait(double, hosted):
-    double.fail("/api/query/events/names", 0, delay=1.5, times=1)  # the first call stalls 1.5 s
+    import threading
+
+    held = threading.Event()
+    double.fail("/api/query/events/names", 0, hold=held, times=1)  # the first call stays in flight until released
     results: dict[str, object] = {}
 
-    async def call(name: str, key: str, delay: float) -> None:
-        await anyio.sleep(delay)
+    async def call(name: str, key: str) -> None:
         async with http_client(hosted.url, key) as client:
             results[name] = await client.call_tool("events", {"operation": "names"})
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(call, "slow-1", SLOW, 0)
-        # While slow-1 is in flight (its cap is 1): four wait their turn (4 per slot), the sixth is refused.
-        for i in range(2, 7):
-            tg.start_soon(call, f"slow-{i}", SLOW, 0.5)
-        tg.start_soon(call, "reporter", READER, 0.5)  # another agent is not held back
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "slow-1", SLOW)
+            with anyio.fail_after(20):
+                while not double.received("/api/query/events/names"):
+                    await anyio.sleep(0.02)
+            # While slow-1 holds the agent's only slot: four wait their turn (4 per slot), the fifth is refused.
+            for i in range(2, 7):
+                tg.start_soon(call, f"slow-{i}", SLOW)
+            with anyio.fail_after(20):
+                while not results:
+                    await anyio.sleep(0.02)
+            await call("reporter", READER)  # another agent is not held back
+            held.set()
+    finally:
+        held.set()
     outcomes = [results[f"slow-{i}"] for i in range(1, 7)]
     refused = [r for r in outcomes if r.is_error]
     assert len(refused) == 1

@@ -229,3 +229,23 @@ def test_uvicorn_workers_behind_redis_keep_the_whole_limits_and_do_not_start_wit
     env["MIXPANEL_MCP_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(StartupError, match=r"^cannot reach Redis at redis://127\.0\.0\.1:\d+/0 \(MIXPANEL_MCP_REDIS_URL\)"):
         build_app(env)
+
+
+@pytest.mark.asyncio
+async def test_twenty_concurrent_calls_of_one_agent_over_stdio_with_redis_all_succeed_five_at_a_time(double, double_url, fresh):
+    from tests.conftest import stdio_client
+
+    double.events = [stored_event(f"E{i}", "u1", "2026-01-01T10:00:00") for i in range(20)]
+    double.fail("/api/query/", 0, delay=0.25, times=20)
+    results: list[object] = []
+    env = replica_env(double_url, fresh, MIXPANEL_CACHE_TTL="0", MIXPANEL_CACHE_TTL_TODAY="0")
+    async with stdio_client(env) as client:
+
+        async def one(i: int) -> None:
+            results.append(await client.call_tool("segmentation", segment(f"E{i}")))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(one, i)
+    assert [r for r in results if r.is_error] == [] and len(results) == 20
+    assert len(double.received(SEGMENTATION)) == 20 and double.max_in_flight == 5

@@ -409,9 +409,6 @@ class RedisState:
             return _reason(exc)
         return None
 
-    def describe(self) -> str:
-        return "in Redis, for every replica using it"
-
     async def aclose(self) -> None:
         if self._renewer is not None:
             self._renewer.cancel()

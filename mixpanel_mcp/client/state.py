@@ -75,8 +75,6 @@ class State(Protocol):
     async def health(self) -> str | None:
         """None when healthy; else why not."""
 
-    def describe(self) -> str: ...
-
     async def aclose(self) -> None: ...
 
 
@@ -183,9 +181,6 @@ class LocalState:
 
     async def health(self) -> str | None:
         return None
-
-    def describe(self) -> str:
-        return "in this process (each server process counts its own)"
 
     async def aclose(self) -> None:
         return None

@@ -71,7 +71,7 @@ class Recorder:
             body=decode_body(raw, headers),
         )
         fault = self.state.record(recorded)
-        self.state.enter()
+        generation = self.state.enter()
         try:
             if fault is not None:
                 while fault.hold is not None and not fault.hold.is_set():
@@ -106,7 +106,7 @@ class Recorder:
             finally:
                 self.state.persist()  # the sandbox's store keeps what the request changed
         finally:
-            self.state.leave()
+            self.state.leave(generation)
 
 
 class _Checked:

@@ -127,6 +127,8 @@ class DoubleState:
             self.gdpr_jobs: dict[str, dict[str, Any]] = {}  # tracking id -> {kind, status, distinct_ids, ...}
             self.in_flight = 0
             self.max_in_flight = 0
+            # Requests still running from before a reset (a test's held ones) leave without counting here.
+            self.generation = getattr(self, "generation", 0) + 1
 
     # -- what tests use ------------------------------------------------------------------
 
@@ -159,14 +161,16 @@ class DoubleState:
         with self._lock:
             self.violations.append(text)
 
-    def enter(self) -> None:
+    def enter(self) -> int:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return self.generation
 
-    def leave(self) -> None:
+    def leave(self, generation: int) -> None:
         with self._lock:
-            self.in_flight -= 1
+            if generation == self.generation:
+                self.in_flight -= 1
 
     def persist(self) -> None:
         """After a handled request: write what it changed to the store, if there is one."""
