@@ -71,7 +71,7 @@ from mixpanel_mcp.errors import describe_error
 logger = logging.getLogger("mixpanel_mcp.check")
 
 Hosts = Mapping[Region, tuple[str, str, str]]  # (ingestion, query, export) per region, as config.REGION_URLS
-PROBE_SCHEMA = "mixpanel-mcp credentials check"  # an event name no project has: reading its schema answers 404
+PROBE_SCHEMA = "mixpanel-mcp credentials check"  # an event name no project has: reading its schema finds none
 OTHER_REGION_TIMEOUT = 10.0
 
 TOKEN = "project token"

@@ -307,6 +307,8 @@ def serve(
         codes=codes,
         request_state_security=shared_request_state(secret) if secret else None,
     )
+    if sandbox is not None:
+        sandbox.add_reports_resource(server)
     configure_logging([*([secret] if secret else []), *(scrub or [])])  # the Redis password among them
     if args.transport == "stdio":
         server.run()

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, Elicit, RequestStateSecurity, Resolve
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import build_resolver_plans, resolve_arguments
 from mcp_types import InputRequiredResult
 from mcp_types.version import is_version_at_least
@@ -55,6 +56,12 @@ _PARAMS = {"answer": (_RESOLVE, True)}
 _PLANS = build_resolver_plans(_PARAMS, {"question"})
 
 
+UNREADABLE_ANSWER = (
+    "Not done: the client's reply to the confirmation question did not fit its form (one yes/no field, confirm), "
+    "so it was not taken as a yes. Nothing was sent to Mixpanel; call again to be asked again."
+)
+
+
 def can_ask(context: Context[Any, Any]) -> bool:
     """Whether the person can be asked on this connection: form elicitation declared, and a way to ask."""
     try:
@@ -72,7 +79,10 @@ def can_ask(context: Context[Any, Any]) -> bool:
 
 async def ask(context: Context[Any, Any], question: str) -> Answer | InputRequiredResult:
     """Ask `question`; the person's answer, or (2026-07-28) the result that makes the client ask and call again."""
-    outcome = await resolve_arguments(_PARAMS, _PLANS, {"question": question}, context)
+    try:
+        outcome = await resolve_arguments(_PARAMS, _PLANS, {"question": question}, context)
+    except ToolError:  # the reply did not fit the form (the SDK's own words name its internals)
+        raise ToolError(UNREADABLE_ANSWER) from None
     if isinstance(outcome, InputRequiredResult):
         return outcome
     answer = outcome["answer"]

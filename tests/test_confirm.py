@@ -184,3 +184,13 @@ async def test_a_denied_agent_is_not_asked(double, double_url, tmp_path):
     assert listed == []  # engage has no read operation: nothing to list
     assert error_text(refused) == "Unknown tool: engage"
     assert double.received() == []
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_reply_that_does_not_fit_the_question_is_said_plainly(double, env, mode):
+    person = Person(("accept", {"confirm": "perhaps"}))
+    async with stdio(env, mode=mode, elicitation_callback=person) as client:
+        result = await client.call_tool("engage", DELETE_U1)
+    assert error_text(result).startswith("Not done: the client's reply to the confirmation question did not fit its form")
+    assert "Resolver" not in error_text(result)
+    assert double.received() == []

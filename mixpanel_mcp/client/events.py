@@ -3,7 +3,8 @@
 Wire form chosen here, once for both endpoints: `properties.time` is an integer of epoch milliseconds
 (Mixpanel reads seconds or milliseconds on both). Every event carries a `$insert_id`; one the caller did not
 give is derived from the event's content, so resending the same event (a retry, a split batch, or the same
-call made again) never stores it twice: Mixpanel deduplicates on (event, distinct_id, time, $insert_id).
+call made again with the same `time`) never stores it twice: Mixpanel deduplicates on (event, distinct_id,
+time, $insert_id). An event without `time` is timed "now", so the same call made again later is a new event.
 
 Bulk sending is two steps, so nothing is sent when the caller asked for all-or-nothing:
 `survey` checks every record against Mixpanel's rules (and reports each problem with its index), then
@@ -184,6 +185,7 @@ class Preparer:
         self.now = now
         self.token = token  # /track: the project token goes into each event
         self._seen: Counter[str] = Counter()
+        self.timed_now = 0  # events given no time, so timed `now`: sent again later, they are new events
 
     def prepare(self, record: Any) -> tuple[str, int, bytes]:
         """(distinct_id, time in ms, the event's JSON as sent); raises RecordError.
@@ -213,6 +215,8 @@ class Preparer:
             raise RecordError("properties.token", "remove token: the server adds the project token itself")
         distinct_id = _distinct_id(given)
         at = _time(given, self.endpoint, self.now)
+        if at == self.now and given.get("time") in (None, ""):
+            self.timed_now += 1
         insert_id = _given_insert_id(given)
         properties: dict[str, Any] = {"distinct_id": distinct_id, "time": at}
         for key, value in given.items():
