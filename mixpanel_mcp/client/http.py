@@ -31,6 +31,7 @@ from mixpanel_mcp.client.errors import (
     MixpanelError,
     TransportError,
     UnexpectedAnswerError,
+    UnsendableRequestError,
     UpstreamError,
     error_for_status,
 )
@@ -265,7 +266,12 @@ class MixpanelClient:
     ) -> tuple[Credential | None, httpx2.Request]:
         credential, auth, auth_params = self.credentials(api)
         query = {**auth_params, **{k: v for k, v in (params or {}).items() if v is not None}}
-        request = self._http.build_request(method, self.url(api, path), params=query, **kwargs)
+        try:
+            request = self._http.build_request(method, self.url(api, path), params=query, **kwargs)
+        except httpx2.InvalidURL:  # a component past the URL's limit (64 KB): nothing can be sent
+            raise UnsendableRequestError(
+                api=api, endpoint=path, reason="the arguments make a URL longer than HTTP allows"
+            ) from None
         if isinstance(auth, str):
             request.headers["Authorization"] = f"Bearer {auth}"
         elif auth is not None:
