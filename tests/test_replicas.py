@@ -43,8 +43,9 @@ def fresh(redis: RedisServer) -> RedisServer:
 
 
 def replica_env(double_url: str, redis: RedisServer, **more: str) -> dict[str, str]:
+    # A generous wait for a turn (30 s, not 5): a loaded machine must not turn a queued call into a refusal.
     values = {**server_env(double_url), "MIXPANEL_MCP_REDIS_URL": redis.url, "MIXPANEL_MCP_SECRET_KEY": SECRET,
-              "MIXPANEL_CACHE_TTL": "600", **more}
+              "MIXPANEL_CACHE_TTL": "600", "MIXPANEL_RATE_LIMIT_MAX_WAIT": "30", **more}
     return base_env(**values)
 
 
