@@ -273,7 +273,12 @@ def open_sandbox(args: argparse.Namespace, policy: Policy | None) -> Sandbox:
         "nothing is sent to Mixpanel.",
         file=sys.stderr,
     )
-    ignored = [name for name in ENV_VARS if os.environ.get(name, "").strip()]
+    # A setting at its default changes nothing, so ignoring it is not worth a word (the bundle always sends a region).
+    defaults = {"MIXPANEL_REGION": "us"}
+    ignored = [
+        name for name in ENV_VARS
+        if (value := os.environ.get(name, "").strip()) and value.lower() != defaults.get(name)
+    ]
     ignored += [flag for flag, value in (("--region", args.region), ("--project-id", args.project_id)) if value is not None]
     if ignored:
         print(
