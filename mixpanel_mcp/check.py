@@ -67,11 +67,12 @@ from mixpanel_mcp.config import (
     load_settings,
 )
 from mixpanel_mcp.errors import describe_error
+from mixpanel_mcp.text import scrubber
 
 logger = logging.getLogger("mixpanel_mcp.check")
 
 Hosts = Mapping[Region, tuple[str, str, str]]  # (ingestion, query, export) per region, as config.REGION_URLS
-PROBE_SCHEMA = "mixpanel-mcp credentials check"  # an event name no project has: reading its schema answers 404
+PROBE_SCHEMA = "mixpanel-mcp credentials check"  # an event name no project has: reading its schema finds none
 OTHER_REGION_TIMEOUT = 10.0
 
 TOKEN = "project token"
@@ -672,6 +673,14 @@ def check_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _redis_secrets(url: str | None) -> list[str]:
+    try:
+        redis = load_redis(os.environ, url)
+    except ConfigError:
+        return []  # reported by redis_finding, without the URL
+    return redis.secrets() if redis is not None else []
+
+
 def main_check(argv: Sequence[str], *, hosts: Hosts = REGION_URLS) -> int:
     args = check_parser().parse_args(list(argv))
     if args.sandbox:
@@ -682,6 +691,7 @@ def main_check(argv: Sequence[str], *, hosts: Hosts = REGION_URLS) -> int:
         print(f"mixpanel-mcp check: configuration error: {exc}", file=sys.stderr)
         return 1
     shared = redis_finding(os.environ, args.redis_url)
+    scrubber.add([*settings.secrets(), *_redis_secrets(args.redis_url)])
 
     async def check() -> list[Finding]:
         if shared is None or shared.failed:
@@ -699,7 +709,7 @@ def main_check(argv: Sequence[str], *, hosts: Hosts = REGION_URLS) -> int:
     findings = anyio.run(check)
     if shared is not None:
         findings.append(shared)
-    print(render(settings, findings))
+    print(scrubber.text(render(settings, findings)))
     return exit_code(findings)
 
 

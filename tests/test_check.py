@@ -21,7 +21,8 @@ from tests.conftest import API_SECRET, PROJECT_ID, SA_SECRET, SA_USER, TOKEN, se
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECK = "import sys; from mixpanel_mcp.check import main_check; sys.exit(main_check(sys.argv[1:]))"
-PROBE_PATH = f"/api/app/projects/{PROJECT_ID}/schemas/event/mixpanel-mcp credentials check"  # as decoded by the server
+PROBE_PATH = f"/api/app/projects/{PROJECT_ID}/schemas/event"
+PROBE_QUERY = {"entity_name": "mixpanel-mcp credentials check"}
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -99,6 +100,7 @@ def test_all_good_exits_0_and_says_what_each_probe_proved_without_storing_anythi
         "/api/2.0/export", {"project_id": str(PROJECT_ID), "from_date": yesterday, "to_date": yesterday, "limit": "2"}
     )
     assert (lexicon.method, lexicon.path, lexicon.basic_auth) == ("GET", PROBE_PATH, (SA_USER, SA_SECRET))
+    assert lexicon.query == PROBE_QUERY
     assert (sa_import.path, sa_import.query, sa_import.body) == ("/import", {"project_id": str(PROJECT_ID), "strict": "1"}, b"[]")
     assert sa_import.basic_auth == (SA_USER, SA_SECRET)
     assert (secret_query.path, secret_query.basic_auth) == ("/api/query/events/names", (API_SECRET, ""))

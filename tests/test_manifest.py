@@ -78,3 +78,15 @@ def test_the_demo_bundle_does_not_warn_about_the_region_it_always_sends(tmp_path
     env["MIXPANEL_REGION"] = "eu"  # a choice the sandbox cannot honour is still said
     done = subprocess.run([sys.executable, "-m", "mixpanel_mcp"], env=env, input=b"", capture_output=True, timeout=120)
     assert b"ignoring MIXPANEL_REGION" in done.stderr
+
+
+def test_the_readme_and_the_manifest_claim_only_the_apis_that_are_built():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    operations = sum(len(g.operations) for g in ALL_GROUPS)
+    assert f"as {len(ALL_GROUPS)} tools (one per endpoint group, {operations} operations)" in readme
+    claims = readme + MANIFEST["description"] + MANIFEST["long_description"]
+    for overclaim in ("whole Mixpanel API", "Every operation of Mixpanel", "every operation of Mixpanel"):
+        assert overclaim not in claims
+    # Mixpanel's API families this project does not cover are named as such.
+    for missing in ("service accounts", "data pipelines", "warehouse connectors"):
+        assert missing in readme and missing in MANIFEST["long_description"]

@@ -149,7 +149,8 @@ INVALID = [
     ({"operation": "query"}, "(arguments)", "birth retention needs born_event"),
     ({"operation": "query", "born_event": "Signed up", "unit": "year"}, "unit", "'day', 'week' or 'month'"),
     ({"operation": "query", "retention_type": "compounded", "born_event": "Signed up"}, "(arguments)", "only to birth"),
-    ({"operation": "query", "born_event": "Signed up", "interval": 91}, "(arguments)", "at most 90"),
+    ({"operation": "query", "born_event": "Signed up", "interval": 91}, "interval", "less than or equal to 90"),
+    ({"operation": "query", "born_event": "Signed up", "unit": "week", "interval": 7}, "(arguments)", "unit or interval, not both"),
     ({"operation": "query", "born_event": "Signed up", "to_date": "2025-12-31"}, "(arguments)", "after to_date"),
     ({"operation": "query", "born_event": "Signed up", "interval_count": 0}, "interval_count", "greater than or equal to 1"),
     ({"operation": "frequency", "unit": "week"}, "addiction_unit", "Field required"),
@@ -275,3 +276,13 @@ async def test_periods_not_over_yet_are_marked_and_left_out_of_the_headline(doub
     assert data["overall"]["counts_complete_cohorts_only"] is True
     text = result.content[0].text
     assert "1 cohort(s) have intervals not over yet" in text and "retained week 1: 100.0%." in text
+
+
+async def test_the_double_refuses_unit_and_interval_together_as_mixpanel_does(double, double_url):
+    import httpx2
+
+    query = {"project_id": PROJECT_ID, "from_date": "2026-01-05", "to_date": "2026-01-06", "born_event": "Signed up"}
+    both = httpx2.get(f"{double_url}/api/query/retention", params={**query, "unit": "day", "interval": 1}, auth=(SA_USER, SA_SECRET))
+    assert both.status_code == 400 and both.json()["error"] == "unit and interval both specified"
+    for alone in ({"unit": "day"}, {"interval": 1}):
+        assert httpx2.get(f"{double_url}/api/query/retention", params={**query, **alone}, auth=(SA_USER, SA_SECRET)).status_code == 200

@@ -216,6 +216,7 @@ class ExportProfiles(Args):
     data_group_id: optional(GroupKeyId) = None
     output_properties: optional(names(1000, "Profile properties to return.")) = None
     filter_by_cohort: optional(Annotated[int, Field(ge=1, description="Cohort id.")]) = None
+    include_all_users: bool = Field(False, description="Cohort members without a profile too.")
     session_id: optional(Annotated[Name, Field(description="From an earlier answer, to keep paging.")]) = None
     page: optional(Annotated[int, Field(ge=0, description="0-based; >0 needs session_id.")]) = None
     skip: optional(Annotated[int, Field(ge=0, description="From an earlier answer: profiles of that page already read.")]) = None
@@ -227,6 +228,10 @@ class ExportProfiles(Args):
         if self.distinct_id is not None and self.distinct_ids is not None:
             raise PydanticCustomError(
                 "one_selector", "give distinct_id or distinct_ids, not both", {"example": 'distinct_ids=["u1","u2"]'}
+            )
+        if self.include_all_users and self.filter_by_cohort is None:
+            raise PydanticCustomError(
+                "cohort_only", "include_all_users applies only with filter_by_cohort", {"example": "filter_by_cohort=1000"}
             )
         if (self.page or self.skip) and self.session_id is None:
             raise PydanticCustomError(
@@ -308,7 +313,7 @@ class ExportActivity(DateRange):
     distinct_ids: DistinctIds
 
 
-@group.operation("activity", ExportActivity, access=Access.READ, needs=Needs.QUERY, summary="the events of given users")
+@group.operation("activity", ExportActivity, access=Access.READ, needs=Needs.QUERY, summary="the events of given users (API in maintenance mode)")
 async def activity(run: Run, args: ExportActivity) -> Result:
     found = await activity_stream(run.client, distinct_ids=args.distinct_ids, from_date=args.from_date, to_date=args.to_date)
     by_name = Counter(e.get("event") for e in found if isinstance(e, dict) and isinstance(e.get("event"), str))

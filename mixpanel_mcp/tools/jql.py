@@ -15,8 +15,7 @@ group = ToolGroup(
     name="jql",
     title="JQL",
     description=(
-        "Run a read-only JQL script (2-minute limit). Mixpanel keeps JQL in maintenance mode: prefer the "
-        "report tools (segmentation, funnels, retention, insights)."
+        "Run a read-only JQL script (2-minute limit). Mixpanel keeps JQL in maintenance mode."
     ),
     single=True,
 )

@@ -31,9 +31,9 @@ class RetentionQuery(DateRange):
     event: str | None = Field(None, min_length=1, max_length=255, description="Counted event; default any.")
     born_where: str | None = Field(None, min_length=1, max_length=10_000)
     where: Where | None = None
-    interval: int | None = Field(None, ge=1, description="Units per interval.")
+    interval: int | None = Field(None, ge=1, le=90, description="Days per interval; not with unit.")
     interval_count: int | None = Field(None, ge=1, description="Intervals after interval 0.")
-    unit: Unit | None = Field(None, description="day, week or month.")
+    unit: Unit | None = Field(None, description="day|week|month; not with interval.")
     unbounded_retention: bool | None = None
     on: On | None = None
     limit: int | None = top_limit()
@@ -50,9 +50,13 @@ class RetentionQuery(DateRange):
                 "born_event and born_where apply only to birth retention",
                 {"example": "retention_type=compounded, event=Viewed report"},
             )
-        if (self.unit or "day") == "day" and self.interval is not None and self.interval > 90:
+        if self.unit is not None and self.interval is not None:
+            # Mixpanel answers 400 "unit and interval both specified".
             raise PydanticCustomError(
-                "interval_too_long", "interval may be at most 90 when unit=day", {"example": "interval=7"}
+                "unit_and_interval",
+                "give unit or interval, not both (Mixpanel refuses both): keep unit for day/week/month intervals, "
+                "or interval alone for intervals of that many days",
+                {"example": "unit=week (or interval=7)"},
             )
         return self
 

@@ -16,7 +16,7 @@ from mixpanel_mcp.tools._series import NARROW_HINT, by_date, fmt, number, series
 group = ToolGroup(
     name="segmentation",
     title="Segmentation",
-    description="Count an event over time, optionally segmented by a property.",
+    description="Count an event over time, optionally by a property (API in maintenance mode).",
 )
 
 
