@@ -250,3 +250,16 @@ async def test_twenty_concurrent_calls_of_one_agent_over_stdio_with_redis_all_su
                 tg.start_soon(one, i)
     assert [r for r in results if r.is_error] == [] and len(results) == 20
     assert len(double.received(SEGMENTATION)) == 20 and double.max_in_flight == 5
+
+
+def test_the_redis_password_is_among_the_secrets_scrubbed_from_everything_sent(double_url, tmp_path):
+    from mixpanel_mcp.asgi import build_app
+    from mixpanel_mcp.text import scrubber
+    from tests.test_asgi import hosted_env
+
+    password = "redis-pw-4f9c2e7a1b"
+    with redis_server(tmp_path, password=password) as protected:
+        app = build_app(hosted_env(double_url, tmp_path, MIXPANEL_MCP_REDIS_URL=protected.url))
+        assert app.runtime.state.name == "redis"
+    leaked = f"connecting to {protected.url} failed (password {password})"
+    assert password not in scrubber.text(leaked)
