@@ -33,7 +33,8 @@ FULL_ACCESS = {
 async def tool_list() -> list[dict]:
     async with Client(build_server(load_settings(FULL_ACCESS))) as client:
         result = await client.list_tools()
-    return [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in result.tools]
+    # `_meta` is for the host (e.g. which MCP Apps view draws the result); hosts do not show it to the model.
+    return [tool.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"meta"}) for tool in result.tools]
 
 
 def main() -> None:

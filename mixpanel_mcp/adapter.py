@@ -94,6 +94,8 @@ class MixpanelTool(Tool):
             fn_metadata=FuncMetadata(arg_model=ArgModelBase),
             is_async=True,
             annotations=annotations(group, operations),
+            # Hosts with MCP Apps draw the report in the chat with this view; others ignore the key.
+            meta={"ui": {"resourceUri": charts.VIEW_URI}} if drawn else None,
             group=group,
             ops={op.name: op for op in operations},
             # Built on the first call, not at start-up: most tools of a session are never called.

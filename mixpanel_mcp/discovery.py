@@ -33,6 +33,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 from pydantic import Field
 
+from mixpanel_mcp import charts
 from mixpanel_mcp.adapter import Refused, Runtime, project_label
 from mixpanel_mcp.audit import Record, error_kind, upstream_status
 from mixpanel_mcp.client import Api, CallStats, CredentialMissingError, MixpanelClient, MixpanelError, call_stats, query
@@ -483,6 +484,18 @@ def register(server: Any) -> None:
 
     for source in sources:
         _add_source(server, runtime, source)
+
+    if any(visible(group, Needs.QUERY) for group in charts.CHARTED):
+
+        @server.resource(
+            charts.VIEW_URI,
+            name="chart_view",
+            title="Report chart",
+            description="Interactive chart of a report result, for hosts that show MCP Apps views.",
+            mime_type=charts.VIEW_MIME,
+        )
+        def chart_view() -> str:
+            return charts.view_html()
 
     if visible("events", Needs.QUERY):
 

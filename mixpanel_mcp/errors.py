@@ -29,6 +29,7 @@ from mixpanel_mcp.client.errors import (
     SharedStateUnavailableError,
     TransportError,
     UnexpectedAnswerError,
+    UnsendableRequestError,
     UnreadableAnswerError,
     UpstreamError,
 )
@@ -107,6 +108,11 @@ def describe_error(exc: MixpanelError) -> str:
         return (
             f"Mixpanel ({exc.api} API, {exc.endpoint}) {what} ({exc.reason}) after {exc.attempts} attempt(s).{cost} "
             "Try again in a minute; if it persists, check the network and MIXPANEL_REGION / the *_URL settings."
+        )
+    if isinstance(exc, UnsendableRequestError):
+        return (
+            f"Not sent to Mixpanel ({exc.endpoint}): {exc.reason}. Shorten the longest values (a where "
+            "expression, a list of events or values, custom properties) and try again."
         )
     if isinstance(exc, CallDeadlineError):
         during = f" while waiting on {exc.endpoint}" if exc.endpoint else ""

@@ -66,6 +66,14 @@ def test_top_series_are_kept_and_the_rest_folded_into_other():
     assert series[-1]["values"] == [(100 - 7) + (100 - 8) + (100 - 9), 3]
 
 
+def test_dates_with_a_midnight_time_are_shown_as_days():
+    from mixpanel_mcp.charts.spec import _line
+
+    spec = _line("t", "date", "n", [("a", {"2026-11-09T00:00:00+00:00": 2, "2026-11-02T00:00:00+00:00": 1})])
+    assert spec["labels"] == ["2026-11-02", "2026-11-09"] and spec["series"][0]["values"] == [1, 2]
+    assert _line("t", "date", "n", [("a", {"2026-11-02 13:00:00": 1})])["labels"] == ["2026-11-02 13:00"]
+
+
 @pytest.mark.asyncio
 async def test_segmentation_chart_draws_the_higher_series_higher(double, env):
     taps(double)
@@ -147,3 +155,25 @@ def test_starting_the_server_does_not_import_the_renderer():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ})
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.asyncio
+async def test_the_sandbox_draws_charts_with_no_credentials(tmp_path):
+    """A new user's first minute: `--sandbox`, no Mixpanel account, and a chart of the seeded project."""
+    import datetime as dt
+
+    from tests.test_sandbox import FUNNEL_PURCHASE, sandbox_client
+
+    today = dt.datetime.now(dt.UTC).date()
+    span = {"from_date": str(today - dt.timedelta(days=27)), "to_date": str(today)}
+    async with sandbox_client(tmp_path / "sandbox") as client:
+        by_country = await client.call_tool(
+            "segmentation", {"operation": "segment", "event": "Viewed page", "on": 'properties["country"]', "chart": True, **span}
+        )
+        funnel = await client.call_tool("funnels", {"operation": "query", "funnel_id": FUNNEL_PURCHASE, "chart": True, **span})
+        report = await client.call_tool("insights", {"bookmark_id": 3001, "chart": True})
+    for name, result in (("sandbox-segmentation.png", by_country), ("sandbox-funnel.png", funnel), ("sandbox-insights.png", report)):
+        png, image = image_of(result)
+        save(name, png)
+        assert image.size == (800, 450)
+        assert rows_of(image, PALETTE[0], right=600), f"{name}: the first series is not drawn"

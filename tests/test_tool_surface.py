@@ -65,7 +65,8 @@ async def test_every_tool_listed_with_full_annotations_and_strict_flat_schema(en
 
 async def test_surface_stays_within_token_budget(env):
     tools = await listed(env)
-    size = len(json.dumps({"tools": tools}, separators=(",", ":")))
+    # `_meta` is for the host (e.g. which MCP Apps view draws the result); hosts do not show it to the model.
+    size = len(json.dumps({"tools": [{k: v for k, v in t.items() if k != "_meta"} for t in tools]}, separators=(",", ":")))
     # 5,000 plus ~80 for the `chart` argument of the five report tools.
     assert size // 4 <= 5100, f"tools/list is ~{size // 4} tokens; the budget is 5,100"
 

@@ -7,6 +7,16 @@ it; `view.html` is the MCP Apps view that draws the same description in the chat
 
 from __future__ import annotations
 
-from mixpanel_mcp.charts.spec import META_KEY, VIEW_MIME, VIEW_URI, chart_spec, charted
+import functools
+from importlib import resources
 
-__all__ = ["META_KEY", "VIEW_MIME", "VIEW_URI", "chart_spec", "charted"]
+from mixpanel_mcp.charts.spec import CHARTED, META_KEY, VIEW_MIME, VIEW_URI, chart_spec, charted
+
+
+@functools.cache
+def view_html() -> str:
+    """The MCP Apps view (one self-contained file: no network, no third-party code)."""
+    return resources.files(__package__).joinpath("view.html").read_text(encoding="utf-8")
+
+
+__all__ = ["CHARTED", "META_KEY", "VIEW_MIME", "VIEW_URI", "chart_spec", "charted", "view_html"]

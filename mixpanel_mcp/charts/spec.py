@@ -50,14 +50,22 @@ def _folded(named: list[tuple[str, dict[str, Any]]], labels: list[str]) -> list[
     return series
 
 
+def _short(label: str) -> str:
+    """'2026-11-02T00:00:00+00:00' -> '2026-11-02' (Insights' dates); a time of day is kept as hh:mm."""
+    if len(label) > 10 and label[4:5] == "-" and label[10:11] in ("T", " "):
+        return label[:10] if label[11:19] in ("", "00:00:00") else label[:16].replace("T", " ")
+    return label
+
+
 def _line(title: str, x_label: str, y_label: str, named: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     labels = sorted({str(x) for _, values in named for x in values})
+    named = [(name, {str(k): v for k, v in values.items()}) for name, values in named]
     return {
         "kind": "line",
         "title": title,
         "x_label": x_label,
         "y_label": y_label,
-        "labels": labels,
+        "labels": [_short(x) for x in labels],
         "series": _folded(named, labels) if labels else [],
     }
 

@@ -33,7 +33,7 @@ from mixpanel_mcp.client import batching
 from mixpanel_mcp.client.batching import Item, Outcome, Progress, Sent
 from mixpanel_mcp.client.errors import Api, BadRequestError
 from mixpanel_mcp.client.http import MixpanelClient, error_detail, raise_for_body_status
-from mixpanel_mcp.text import strip_controls
+from mixpanel_mcp.text import scrub, strip_controls
 
 # Ingestion flags: a JSON status answer, and no distinct_id made up from the server's address. (Geolocation is
 # turned off per event, with the property ip=0: the query flag does not do that on /track.)
@@ -545,10 +545,7 @@ def _text(value: Any, secrets: list[str]) -> str | None:
     """Mixpanel's words about one record: untrusted, so cleaned, scrubbed of secrets and kept short."""
     if value is None:
         return None
-    text = str(value)
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return strip_controls(text)[:300]
+    return scrub(str(value), secrets)[:300]
 
 
 def failure_detail(sent: int, failed: Sequence[FailedRecord | Mapping[str, Any]], shown: int = 5) -> str:

@@ -21,7 +21,7 @@ from mixpanel_mcp.client.batching import Item, Outcome, Status, render, size
 from mixpanel_mcp.errors import describe_error
 from mixpanel_mcp.ingest_files import FileProblem, file_format, read_records
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._params import DistinctId, optional
+from mixpanel_mcp.tools._params import DistinctId, LocalPath, optional
 
 group = ToolGroup(
     name="track",
@@ -51,7 +51,7 @@ EventList = Annotated[
     WithJsonSchema({"type": "array", "items": {"type": "object"}}),
     Field(min_length=1, max_length=MAX_INLINE_EVENTS),
 ]
-FilePath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_known_format)]
+FilePath = Annotated[LocalPath, AfterValidator(_known_format)]
 
 
 class SendArgs(Args):
