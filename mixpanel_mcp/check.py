@@ -18,7 +18,8 @@ What each probe sends (and costs of the project's budgets):
     GDPR token        GET the status of a retrieval job that does not exist, with the project token: the token is
                       accepted, and nothing is started.
 
-A credential refused (401/403) on the configured region is tried on the other regions' hosts (when the hosts are
+A credential refused (401/403), or a project answered with 400 "invalid project id for cluster" (what the Query and
+Export hosts say of a project of another region), on the configured region is tried on the other regions' hosts (when the hosts are
 Mixpanel's own, not overridden): an EU project queried on the US host is the most common mistake.
 
 `quick=True` (the server's start-up warnings) sends only what spends no rate budget: the /import probes.
@@ -66,7 +67,7 @@ from mixpanel_mcp.config import (
     load_redis,
     load_settings,
 )
-from mixpanel_mcp.errors import describe_error
+from mixpanel_mcp.errors import describe_error, wrong_cluster
 from mixpanel_mcp.text import scrubber
 
 logger = logging.getLogger("mixpanel_mcp.check")
@@ -211,7 +212,8 @@ class Checker:
         """The probe on the configured hosts; when refused (401/403), on the other regions' too."""
         settings = self.only(credential)
         outcome = await self.attempt(settings, probe)
-        if not isinstance(outcome.error, (AuthenticationError, PermissionDeniedError)) or not self.on_own_hosts():
+        refused = isinstance(outcome.error, (AuthenticationError, PermissionDeniedError))
+        if not (refused or (outcome.error is not None and wrong_cluster(outcome.error))) or not self.on_own_hosts():
             return outcome
         for region, (ingestion, query_url, export) in self.hosts.items():
             if region == self.settings.region:

@@ -191,10 +191,21 @@ def describe_error(exc: MixpanelError) -> str:
         return f"Mixpanel accepted the request but stored nothing ({exc.endpoint}).{said} Fix the data and send again."
     if isinstance(exc, BadRequestError) and exc.status == 200:
         return f"Mixpanel answered {exc.endpoint} with an error instead of a result.{said} Fix the arguments; do not retry as is."
+    if wrong_cluster(exc):
+        return (
+            f"The project lives in another data-residency region than the host asked (400 on {exc.endpoint}).{said} "
+            "Set MIXPANEL_REGION to the project's region (eu or in; us is the default; `mixpanel-mcp check` finds "
+            "it). Events sent meanwhile to another region's ingestion host were accepted there but never show up."
+        )
     return (
         f"Mixpanel rejected the request ({exc.status} on {exc.endpoint}).{said} Fix the arguments; do not retry as is."
         + _WHERE_TO_FIND.get(exc.endpoint, "")
     )
+
+
+def wrong_cluster(exc: MixpanelError) -> bool:
+    """Mixpanel's answer to a project of another region on the Query and Export hosts (a 400, not a 401)."""
+    return isinstance(exc, BadRequestError) and "invalid project id for cluster" in (exc.detail or "").lower()
 
 
 # Ids an agent cannot guess: where to find them, for a refusal of the endpoint that takes them.

@@ -64,7 +64,10 @@ def dedup_key(event: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def store(state: DoubleState, events: list[dict[str, Any]]) -> None:
-    """Append events, skipping any Mixpanel would deduplicate (only events carrying a $insert_id)."""
+    """Append events, skipping any Mixpanel would deduplicate (only events carrying a $insert_id). On another
+    region's hosts, accepted events are kept nowhere: they never show up, as with Mixpanel."""
+    if state.foreign:
+        return
     seen = {dedup_key(e) for e in state.events if e["properties"].get("$insert_id")}
     for event in events:
         key = dedup_key(event)
