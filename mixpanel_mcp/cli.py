@@ -141,6 +141,13 @@ your Mixpanel credentials. Give each agent a key and the access it needs in a po
 or listen on 127.0.0.1 (the default) for use from this machine only."""
 
 
+STDIO_WAITING = """\
+mixpanel-mcp: waiting for an MCP client on stdin (stdio). An MCP client starts this command itself: see
+"Use it from an MCP client" in the README (Claude Desktop, Claude Code, VS Code, Cursor), or try it with
+  npx @modelcontextprotocol/inspector mixpanel-mcp --sandbox
+--transport http serves one endpoint instead. Stop it with Ctrl-C (or by closing stdin)."""
+
+
 def key_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mixpanel-mcp new-agent-key",
@@ -169,7 +176,14 @@ def new_agent_key(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        run(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        # Ctrl-C is how a person stops the server: the running calls were cancelled and everything closed.
+        print("mixpanel-mcp: stopped.", file=sys.stderr)
+
+
+def run(argv: list[str]) -> None:
     if argv and argv[0] == "new-agent-key":
         new_agent_key(argv[1:])
         return
@@ -309,6 +323,7 @@ def serve(
     )
     configure_logging([*([secret] if secret else []), *(scrub or [])])  # the Redis password among them
     if args.transport == "stdio":
+        print(STDIO_WAITING, file=sys.stderr)
         server.run()
         return
     try:

@@ -6,7 +6,9 @@ import base64
 import io
 import json
 import logging
+import os
 import sys
+import threading
 import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -15,6 +17,8 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import httpx2
 import uvicorn
 from mcp.server import MCPServer
@@ -140,6 +144,51 @@ class _RememberedLines(io.TextIOWrapper):
         return self._read.popleft() if self._read else ""
 
 
+def _private_stdin() -> Any:
+    """fd 0 unbuffered, on a descriptor of its own: at exit Python takes the lock of sys.stdin's buffer, which
+    the background reader may hold while it waits for a line (a fatal error); a raw file has no lock."""
+    try:
+        return os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+    except (AttributeError, OSError, ValueError):  # no descriptor (stdin replaced in-process)
+        return sys.stdin.buffer
+
+
+class _LinesInTheBackground:
+    """An async iterator over stdin's lines, read by a daemon thread.
+
+    anyio.wrap_file reads in a worker thread that a cancellation has to wait for: Ctrl-C did nothing until the
+    client sent another line, and the process could not exit while that read was blocked. A daemon thread
+    blocked on stdin neither delays the cancellation nor keeps the process alive.
+    """
+
+    def __init__(self, lines: _RememberedLines) -> None:
+        self._lines = lines
+        self._send, self._receive = anyio.create_memory_object_stream[str](0)
+        self._started = False
+
+    def _pump(self, token: anyio.lowlevel.EventLoopToken) -> None:
+        try:
+            for line in iter(self._lines.readline, ""):
+                anyio.from_thread.run(self._send.send, line, token=token)
+            anyio.from_thread.run_sync(self._send.close, token=token)
+        except Exception:  # noqa: BLE001 - the loop has stopped or the reader is gone: nobody is left to tell
+            return
+
+    def __aiter__(self) -> _LinesInTheBackground:
+        return self
+
+    async def __anext__(self) -> str:
+        if not self._started:
+            self._started = True
+            threading.Thread(
+                target=self._pump, args=(anyio.lowlevel.current_token(),), name="mixpanel-mcp stdin", daemon=True
+            ).start()
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+
 def _notification_with_an_id(item: SessionMessage, line: str) -> bool:
     """A request whose id is neither a string nor an integer: the SDK reads it as a notification and drops it
     silently, though the client waits for an answer."""
@@ -179,8 +228,8 @@ class MixpanelServer(MCPServer[AppState]):
         The SDK's reader turns such a line into an exception on its stream and its dispatcher drops it, so
         the client waits forever; here each one gets its error, and the server carries on.
         """
-        lines = _RememberedLines(sys.stdin.buffer)
-        async with stdio_server(stdin=anyio.wrap_file(lines)) as (read_stream, write_stream):  # type: ignore[arg-type]
+        lines = _RememberedLines(_private_stdin())
+        async with stdio_server(stdin=_LinesInTheBackground(lines)) as (read_stream, write_stream):  # type: ignore[arg-type]
             send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
 
             async def answer_malformed() -> None:
