@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -306,7 +307,7 @@ def serve(
 ) -> None:
     from mixpanel_mcp.hosting import transport_security
     from mixpanel_mcp.confirm import shared_request_state
-    from mixpanel_mcp.server import build_server, configure_logging, serve_http
+    from mixpanel_mcp.server import build_server, configure_logging, listen, serve_http
 
     server = build_server(
         settings,
@@ -333,8 +334,15 @@ def serve(
         raise SystemExit(2) from None
     if hosted and policy is not None and not policy.agents:
         logger.warning("The policy defines no agents: every request will be refused (401).")
+    try:
+        sock = listen(args.host, args.port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        hint = " (another program is using it: choose another with --port)" if exc.errno == errno.EADDRINUSE else ""
+        print(f"mixpanel-mcp: cannot listen on {args.host}:{args.port}: {reason}{hint}.", file=sys.stderr)
+        raise SystemExit(2) from None
     logger.info("Serving Streamable HTTP on http://%s:%d/mcp", args.host, args.port)
-    serve_http(server, args.host, args.port, hosted=hosted)
+    serve_http(server, args.host, args.port, hosted=hosted, sock=sock)
 
 
 __all__ = ["ENV_VARS", "main"]

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import traceback
@@ -111,8 +112,9 @@ def configure_logging(secrets: Iterable[str], loggers: Iterable[str] = ("",)) ->
     """Scrub secrets from every handler of `loggers` (the root by default; uvicorn's keep their own)."""
     # httpx2 logs every request URL at INFO; quiet it so nothing upstream-related is logged by default.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
-    # The SDK logs "Terminating session" for every stateless HTTP request.
-    logging.getLogger("mcp.server.streamable_http_manager").setLevel(logging.WARNING)
+    # The SDK logs "Terminating session: None" for every stateless HTTP request (and its manager, each start).
+    for sdk_logger in ("mcp.server.streamable_http", "mcp.server.streamable_http_manager"):
+        logging.getLogger(sdk_logger).setLevel(logging.WARNING)
     _secrets.update(secrets)
     secret_filter = SecretFilter(_secrets)
     for name in loggers:
@@ -375,9 +377,16 @@ def http_app(server: MixpanelServer, host: str, *, hosted: bool = False, max_bod
     return AgentGate(inner, runtime=runtime, policy=runtime.policy, security=security, keys_required=hosted)
 
 
-def serve_http(server: MixpanelServer, host: str, port: int, *, hosted: bool = False) -> None:
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, or OSError: bound before anything says the server is serving."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+def serve_http(server: MixpanelServer, host: str, port: int, *, hosted: bool = False, sock: socket.socket | None = None) -> None:
+    """Serve until stopped, on `sock` when the caller has bound it already."""
     config = uvicorn.Config(
         http_app(server, host, hosted=hosted), host=host, port=port, log_level="warning", lifespan="on"
     )
     configure_logging((), loggers=("", "uvicorn", "uvicorn.error", "uvicorn.access"))  # uvicorn's own handlers
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,6 +15,7 @@ import pytest
 from mcp import Client
 
 from mixpanel_mcp import __version__
+from tests import harness
 from tests.conftest import TOKEN, stdio_client, structured
 
 LEGACY_VERSION = "2025-11-25"
@@ -158,3 +163,27 @@ def test_a_body_over_4_mib_is_refused(double, http_server):
     assert response.status_code == 200
     assert message(response)["result"]["isError"] is False
     assert len(double.received("/engage")) == 1
+
+
+def test_requests_leave_no_per_request_log_line(double, env, tmp_path):
+    """Stateless HTTP: the SDK's "Terminating session: None" is not logged for every request."""
+    with harness.http_server({**os.environ, **env}, log_dir=tmp_path) as served:
+        for id_ in (1, 2):
+            assert message(post(served.url, {**INITIALIZE, "id": id_}))["id"] == id_
+        log = served.stderr()
+    assert "Serving Streamable HTTP on" in log  # the log is the server's stderr, and INFO lines reach it
+    assert "Terminating session" not in log
+
+
+def test_a_port_in_use_is_reported_before_anything_says_serving(env):
+    """The port is bound first: the only line is the truth (which address, why, what to do), exit status 2."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "mixpanel_mcp", "--transport", "http", "--port", str(port)],
+            env={**os.environ, **env}, capture_output=True, timeout=60, cwd=harness.ROOT,
+        )
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert "Serving" not in err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
