@@ -21,10 +21,11 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from mcp_types import InputRequiredResult
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
+from mixpanel_mcp import charts
 from mixpanel_mcp.audit import AuditLog, Record, error_kind, touched, upstream_status
 from mixpanel_mcp.client import CallDeadlineError, CallStats, MixpanelClient, MixpanelError, call_stats
 from mixpanel_mcp.client.errors import SharedStateUnavailableError
@@ -42,7 +43,14 @@ logger = logging.getLogger(__name__)
 DEADLINE_GRACE_SECONDS = 1.0  # lets the client's own, more precise deadline error come first
 
 CONFIRM_FIELD = "confirm"
+SANDBOX_WITHOUT_JQL = (
+    "JQL is not offered in the sandbox: the local demo project runs no JavaScript. Use segmentation, funnels, "
+    "retention, events or export, or run JQL against your own project."
+)
 CONFIRM_SCHEMA = {"type": "string", "description": "Code given by a refused destructive call."}
+# Taken by the report operations (charts.CHARTED); off by default because an image costs the agent's context.
+CHART_FIELD = "chart"
+CHART_SCHEMA = {"type": "boolean", "description": "Also a PNG chart; costs context."}
 
 
 def annotations(group: ToolGroup, operations: list[Operation]) -> ToolAnnotations:
@@ -74,6 +82,9 @@ class MixpanelTool(Tool):
         parameters = input_schema(group, operations)
         if confirm_field:
             parameters["properties"][CONFIRM_FIELD] = dict(CONFIRM_SCHEMA)
+        drawn = [op.name for op in operations if charts.charted(group.name, op.name)]
+        if drawn:
+            parameters["properties"][CHART_FIELD] = dict(CHART_SCHEMA)
         return cls(
             fn=_unused,
             name=group.name,
@@ -83,6 +94,8 @@ class MixpanelTool(Tool):
             fn_metadata=FuncMetadata(arg_model=ArgModelBase),
             is_async=True,
             annotations=annotations(group, operations),
+            # Hosts with MCP Apps draw the report in the chat with this view; others ignore the key.
+            meta={"ui": {"resourceUri": charts.VIEW_URI}} if drawn else None,
             group=group,
             ops={op.name: op for op in operations},
             # Built on the first call, not at start-up: most tools of a session are never called.
@@ -123,6 +136,7 @@ class MixpanelTool(Tool):
         self, runtime: Runtime, grant: Grant, settings: Settings | None, arguments: dict[str, Any], context: Any, record: Record
     ) -> Any:
         code = arguments.pop(CONFIRM_FIELD, None) if self.confirm_field else None
+        want_chart = arguments.pop(CHART_FIELD, False) if CHART_FIELD in self.parameters["properties"] else False
         name = next(iter(self.group.operations)) if self.group.single else arguments.get("operation")
         if isinstance(name, str) and name in self.group.operations:
             record.operation = name
@@ -141,6 +155,13 @@ class MixpanelTool(Tool):
             record.error = "invalid_arguments"
             raise ToolError(describe_validation(self.name, exc, list(self.ops), self.group.single)) from None
         op = next(iter(self.ops.values())) if self.group.single else self.ops[args.operation]
+        if want_chart is not False and (want_chart is not True or not charts.charted(self.name, op.name)):
+            record.error = "invalid_arguments"
+            drawn = [name for name in self.ops if charts.charted(self.name, name)]
+            raise ToolError(
+                f"Invalid arguments for {self.name}: chart must be true or false, and works with operation "
+                f"{' or '.join(drawn)} only (got chart={want_chart!r} with {op.name}). Example: chart=true"
+            )
         access = op.access_for(args)
         record.operation, record.access = op.name, access.value
         record.touched = touched(self.name, args)
@@ -182,11 +203,14 @@ class MixpanelTool(Tool):
             data["budget"] = stats.budget
         if result.refused:
             record.outcome, record.error = "error", "refused_input"
-        return CallToolResult(
-            content=[TextContent(type="text", text=render(summary, data))],
-            structured_content=data,
-            is_error=result.refused,
-        )
+        content: list[Any] = [TextContent(type="text", text=render(summary, data))]
+        meta = None
+        spec = None if result.refused else charts.chart_spec(self.name, op.name, args, result.data)
+        if spec is not None:
+            meta = {charts.META_KEY: spec}  # for the MCP Apps view; not part of what the agent reads
+            if want_chart:
+                content.append(ImageContent(type="image", data=await _png(spec), mime_type="image/png"))
+        return CallToolResult(content=content, structured_content=data, is_error=result.refused, _meta=meta)
 
     async def _confirm(
         self,
@@ -241,6 +265,19 @@ class MixpanelTool(Tool):
             structured_content={"confirmation_required": True, "confirm": fresh, "expires_in_s": int(runtime.codes.ttl)},
             is_error=True,
         )
+
+
+async def _png(spec: dict[str, Any]) -> str:
+    """The chart as base64 PNG, drawn off the event loop (matplotlib is imported on the first chart)."""
+
+    def draw() -> str:
+        import base64
+
+        from mixpanel_mcp.charts import png
+
+        return base64.b64encode(png.render(spec)).decode("ascii")
+
+    return await anyio.to_thread.run_sync(draw)
 
 
 async def _unused() -> None:  # pragma: no cover - MixpanelTool.run never calls fn
@@ -427,6 +464,9 @@ class Runtime:
         known = any(group.name == name for group in self.groups)
         record.reason = f"{shown} is not available to this agent" if known else "no such tool"
         self.audit.write(record)
+        settings = self.settings_for(grant)
+        if name == "jql" and settings is not None and settings.sandbox:
+            return ToolError(f"Unknown tool: {shown}. {SANDBOX_WITHOUT_JQL}")
         return ToolError(f"Unknown tool: {shown}")
 
     async def aclose(self) -> None:

@@ -16,13 +16,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, Elicit, RequestStateSecurity, Resolve
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import build_resolver_plans, resolve_arguments
 from mcp_types import InputRequiredResult
 from mcp_types.version import is_version_at_least
@@ -30,6 +34,8 @@ from pydantic import BaseModel, Field
 
 from mixpanel_mcp.policy import current_grant
 from mixpanel_mcp.text import strip_controls
+
+logger = logging.getLogger(__name__)
 
 CODE_TTL = 300.0  # seconds a confirmation code stays valid
 REQUEST_STATE_TTL = 600.0  # seconds a client has to answer a question asked through InputRequiredResult
@@ -55,6 +61,12 @@ _PARAMS = {"answer": (_RESOLVE, True)}
 _PLANS = build_resolver_plans(_PARAMS, {"question"})
 
 
+UNREADABLE_ANSWER = (
+    "Not done: the client's reply to the confirmation question did not fit its form (one yes/no field, confirm), "
+    "so it was not taken as a yes. Nothing was sent to Mixpanel; call again to be asked again."
+)
+
+
 def can_ask(context: Context[Any, Any]) -> bool:
     """Whether the person can be asked on this connection: form elicitation declared, and a way to ask."""
     try:
@@ -72,7 +84,10 @@ def can_ask(context: Context[Any, Any]) -> bool:
 
 async def ask(context: Context[Any, Any], question: str) -> Answer | InputRequiredResult:
     """Ask `question`; the person's answer, or (2026-07-28) the result that makes the client ask and call again."""
-    outcome = await resolve_arguments(_PARAMS, _PLANS, {"question": question}, context)
+    try:
+        outcome = await resolve_arguments(_PARAMS, _PLANS, {"question": question}, context)
+    except ToolError:  # the reply did not fit the form (the SDK's own words name its internals)
+        raise ToolError(UNREADABLE_ANSWER) from None
     if isinstance(outcome, InputRequiredResult):
         return outcome
     answer = outcome["answer"]
@@ -100,6 +115,8 @@ class Codes:
         self.ttl = ttl
         self._clock = clock
         self._key = key or secrets.token_bytes(32)
+        # Leads every nonce: a code signed with another key (another server, or one since restarted) is told apart.
+        self._key_id = hmac.new(self._key, b"key-id", hashlib.sha256).hexdigest()[:4]
 
     def _mac(self, agent: str, tool: str, arguments: str, expiry: int, nonce: str) -> str:
         message = "\n".join((agent, tool, str(expiry), nonce, arguments)).encode()
@@ -107,7 +124,7 @@ class Codes:
 
     def issue(self, agent: str, tool: str, arguments: Any) -> str:
         expiry = int(self._clock() + self.ttl)
-        nonce = secrets.token_hex(4)
+        nonce = self._key_id + secrets.token_hex(4)
         return f"{expiry:x}-{nonce}-{self._mac(agent, tool, canonical(arguments), expiry, nonce)}"
 
     async def redeem(
@@ -125,11 +142,16 @@ class Codes:
             expiry = int(expiry_text, 16)
         except ValueError:
             return "it is not a confirmation code"
+        if not nonce.startswith(self._key_id):
+            return (
+                "it was issued by another server process, or by this one before it restarted (codes are signed with a "
+                "key of their own): ask again with the same call for a new code"
+            )
+        if expiry < self._clock():
+            return "it has expired"
         expected = self._mac(agent, tool, canonical(arguments), expiry, nonce)
         if not hmac.compare_digest(expected, mac.lower()):
             return "it was issued for other arguments (a code confirms only the exact call it was given for)"
-        if expiry < self._clock():
-            return "it has expired"
         # What is remembered is a digest of the code, never the code itself.
         token = hashlib.sha256(f"{expiry_text}-{nonce}-{mac.lower()}".encode()).hexdigest()[:32]
         if not await spend(token, expiry):
@@ -151,6 +173,36 @@ def check_secret(secret: str, name: str) -> str:
             "replica (make one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\")."
         )
     return secret
+
+
+KEY_FILE = "confirmation.key"
+
+
+def local_codes(folder: Path, ttl: float = CODE_TTL) -> Codes:
+    """Codes signed with a key kept in `folder` (created once, readable by its owner only), so a code issued by
+    one local server process is accepted by the next: some clients start a server per call. A key file that
+    others could read, or none that can be made, falls back to a key of this process alone."""
+    path = folder / KEY_FILE
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(handle, "wb") as f:
+                f.write(secrets.token_bytes(32))
+        if os.name == "posix" and path.stat().st_mode & 0o077:
+            logger.warning("%s can be read by others: confirmation codes use a key of this process instead", path)
+            return Codes(ttl)
+        key = path.read_bytes()
+    except OSError as exc:
+        logger.warning("cannot keep a confirmation key in %s (%s): codes are valid in this process only", path, exc)
+        return Codes(ttl)
+    if len(key) < 32:
+        logger.warning("%s is not a key this server made: codes are valid in this process only", path)
+        return Codes(ttl)
+    return Codes(ttl, key=key)
 
 
 def shared_codes(secret: str, ttl: float = CODE_TTL) -> Codes:

@@ -33,6 +33,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 from pydantic import Field
 
+from mixpanel_mcp import charts
 from mixpanel_mcp.adapter import Refused, Runtime, project_label
 from mixpanel_mcp.audit import Record, error_kind, upstream_status
 from mixpanel_mcp.client import Api, CallStats, CredentialMissingError, MixpanelClient, MixpanelError, call_stats, query
@@ -311,7 +312,7 @@ def _property(value: str, name: str) -> str | None:
     if not text:
         return None
     if len(text) > 255 or '"' in text or "\n" in text:
-        raise ValueError(f"{name} must be one property name (no quotes), e.g. mp_country_code")
+        raise ValueError(f"{name} must be one property name (no quotes), e.g. country")
     return text
 
 
@@ -484,6 +485,18 @@ def register(server: Any) -> None:
     for source in sources:
         _add_source(server, runtime, source)
 
+    if any(visible(group, Needs.QUERY) for group in charts.CHARTED):
+
+        @server.resource(
+            charts.VIEW_URI,
+            name="chart_view",
+            title="Report chart",
+            description="Interactive chart of a report result, for hosts that show MCP Apps views.",
+            mime_type=charts.VIEW_MIME,
+        )
+        def chart_view() -> str:
+            return charts.view_html()
+
     if visible("events", Needs.QUERY):
 
         @server.prompt(
@@ -494,7 +507,7 @@ def register(server: Any) -> None:
         def weekly_kpi_summary(
             week_ending: Annotated[str, Field(description="Last day of the week, yyyy-mm-dd (default: last Sunday).")] = "",
             events: Annotated[str, Field(description="KPI event names, comma-separated (default: picked from the project).")] = "",
-            segment_by: Annotated[str, Field(description="A property to break the main KPI down by, e.g. mp_country_code.")] = "",
+            segment_by: Annotated[str, Field(description="A property of the KPI event to break it down by (the events tool's properties operation lists them).")] = "",
         ) -> str:
             return _render(weekly_kpi_text, week_ending, events, segment_by)
 

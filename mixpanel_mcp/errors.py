@@ -29,6 +29,7 @@ from mixpanel_mcp.client.errors import (
     SharedStateUnavailableError,
     TransportError,
     UnexpectedAnswerError,
+    UnsendableRequestError,
     UnreadableAnswerError,
     UpstreamError,
 )
@@ -108,6 +109,11 @@ def describe_error(exc: MixpanelError) -> str:
             f"Mixpanel ({exc.api} API, {exc.endpoint}) {what} ({exc.reason}) after {exc.attempts} attempt(s).{cost} "
             "Try again in a minute; if it persists, check the network and MIXPANEL_REGION / the *_URL settings."
         )
+    if isinstance(exc, UnsendableRequestError):
+        return (
+            f"Not sent to Mixpanel ({exc.endpoint}): {exc.reason}. Shorten the longest values (a where "
+            "expression, a list of events or values, custom properties) and try again."
+        )
     if isinstance(exc, CallDeadlineError):
         during = f" while waiting on {exc.endpoint}" if exc.endpoint else ""
         return (
@@ -185,7 +191,19 @@ def describe_error(exc: MixpanelError) -> str:
         return f"Mixpanel accepted the request but stored nothing ({exc.endpoint}).{said} Fix the data and send again."
     if isinstance(exc, BadRequestError) and exc.status == 200:
         return f"Mixpanel answered {exc.endpoint} with an error instead of a result.{said} Fix the arguments; do not retry as is."
-    return f"Mixpanel rejected the request ({exc.status} on {exc.endpoint}).{said} Fix the arguments; do not retry as is."
+    return (
+        f"Mixpanel rejected the request ({exc.status} on {exc.endpoint}).{said} Fix the arguments; do not retry as is."
+        + _WHERE_TO_FIND.get(exc.endpoint, "")
+    )
+
+
+# Ids an agent cannot guess: where to find them, for a refusal of the endpoint that takes them.
+_WHERE_TO_FIND = {
+    "/insights": (
+        " A saved report's bookmark_id is the number after report- in the report's URL in Mixpanel (Mixpanel's API "
+        "cannot list saved reports); the sandbox lists its own in the mixpanel://reports resource."
+    ),
+}
 
 
 def _duration(seconds: float | None) -> str:
@@ -221,7 +239,33 @@ def describe_validation(tool: str, exc: ValidationError, operations: list[str], 
     return f"Invalid arguments for {where}; nothing was sent to Mixpanel.\n" + "\n".join(lines)
 
 
+# pydantic's own errors carry no example: one per kind of mistake, so every refusal shows a valid value.
+_EXAMPLES = {
+    "list_type": '["Signed up"] (one name alone is also accepted)',
+    "dict_type": '{"plan": "pro"}',
+    "int_parsing": "7",
+    "int_type": "7",
+    "int_from_float": "7",
+    "float_parsing": "9.99",
+    "float_type": "9.99",
+    "bool_parsing": "true",
+    "bool_type": "true",
+    "string_type": '"Signed up"',
+    "string_too_short": '"Signed up"',
+}
+
+
 def _example(error: Any) -> str:
     ctx = error.get("ctx") or {}
     example = ctx.get("example")
-    return f". Example: {example}" if example else ""
+    if example is None:
+        kind = error.get("type")
+        if kind == "literal_error" and ctx.get("expected"):
+            example = str(ctx["expected"]).split(" or ")[0].split(", ")[0]
+        elif kind == "greater_than_equal" and "ge" in ctx:
+            example = ctx["ge"]
+        elif kind == "less_than_equal" and "le" in ctx:
+            example = ctx["le"]
+        else:
+            example = _EXAMPLES.get(kind)
+    return f". Example: {example}" if example is not None else ""

@@ -21,7 +21,8 @@ from tests.conftest import API_SECRET, PROJECT_ID, SA_SECRET, SA_USER, TOKEN, se
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECK = "import sys; from mixpanel_mcp.check import main_check; sys.exit(main_check(sys.argv[1:]))"
-PROBE_PATH = f"/api/app/projects/{PROJECT_ID}/schemas/event/mixpanel-mcp credentials check"  # as decoded by the server
+PROBE_PATH = f"/api/app/projects/{PROJECT_ID}/schemas/event"
+PROBE_QUERY = {"entity_name": "mixpanel-mcp credentials check"}
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -99,6 +100,7 @@ def test_all_good_exits_0_and_says_what_each_probe_proved_without_storing_anythi
         "/api/2.0/export", {"project_id": str(PROJECT_ID), "from_date": yesterday, "to_date": yesterday, "limit": "2"}
     )
     assert (lexicon.method, lexicon.path, lexicon.basic_auth) == ("GET", PROBE_PATH, (SA_USER, SA_SECRET))
+    assert lexicon.query == PROBE_QUERY
     assert (sa_import.path, sa_import.query, sa_import.body) == ("/import", {"project_id": str(PROJECT_ID), "strict": "1"}, b"[]")
     assert sa_import.basic_auth == (SA_USER, SA_SECRET)
     assert (secret_query.path, secret_query.basic_auth) == ("/api/query/events/names", (API_SECRET, ""))
@@ -145,11 +147,12 @@ def test_a_service_account_without_access_to_the_project_is_told_where_to_add_it
     assert "MIXPANEL_PROJECT_ID is the number in your project's URL" in why
 
 
-def test_a_configuration_error_exits_2_before_anything_is_sent(double, double_url, monkeypatch, capsys):
+def test_a_configuration_error_exits_1_before_anything_is_sent(double, double_url, monkeypatch, capsys):
+    """Exit status 1 on any problem, as the README says (a missing setting is one)."""
     for name in [n for n in os.environ if n.startswith("MIXPANEL_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("MIXPANEL_SERVICE_ACCOUNT_USERNAME", SA_USER)
-    assert main_check([]) == 2
+    assert main_check([]) == 1
     assert "MIXPANEL_SERVICE_ACCOUNT_SECRET" in capsys.readouterr().err
     assert double.received() == []
 
@@ -341,3 +344,17 @@ def test_the_workspace_and_the_gdpr_token_are_checked_when_configured(double, do
     gdpr = found[heading("FAILED", "GDPR token", "GDPR retrievals and deletions")]
     assert "Mixpanel refused the GDPR token (401" in gdpr and "MIXPANEL_GDPR_TOKEN" in gdpr
     assert "expired-token" not in wrong.stdout + wrong.stderr
+
+
+def test_check_sandbox_checks_the_demo_project_without_an_account(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIXPANEL_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mixpanel_mcp", "check", "--sandbox", "--sandbox-dir", str(tmp_path / "sb")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Sandbox in {(tmp_path / 'sb').resolve()}" in done.stdout
+    assert "FAILED" not in done.stdout and "[ok]" in done.stdout.lower()

@@ -184,3 +184,30 @@ async def test_a_denied_agent_is_not_asked(double, double_url, tmp_path):
     assert listed == []  # engage has no read operation: nothing to list
     assert error_text(refused) == "Unknown tool: engage"
     assert double.received() == []
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_reply_that_does_not_fit_the_question_is_said_plainly(double, env, mode):
+    person = Person(("accept", {"confirm": "perhaps"}))
+    async with stdio(env, mode=mode, elicitation_callback=person) as client:
+        result = await client.call_tool("engage", DELETE_U1)
+    assert error_text(result).startswith("Not done: the client's reply to the confirmation question did not fit its form")
+    assert "Resolver" not in error_text(result)
+    assert double.received() == []
+
+
+async def test_a_code_outlives_the_local_process_that_issued_it(double, env, tmp_path):
+    """Some clients start one stdio server per call: the local key is kept in a file only its owner can read."""
+    local = {**env, "XDG_DATA_HOME": str(tmp_path)}
+    async with stdio(local) as first:
+        code = (await first.call_tool("engage", DELETE_U1)).structured_content["confirm"]
+    key = tmp_path / "mixpanel-mcp" / "confirmation.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    async with stdio(local) as second:
+        confirmed = await second.call_tool("engage", {**DELETE_U1, "confirm": code})
+    assert structured(confirmed)["updates_sent"] == 1
+    # Another key (another install, or a hosted replica without the shared secret) is named for what it is.
+    async with stdio({**env, "XDG_DATA_HOME": str(tmp_path / "other")}) as elsewhere:
+        foreign = await elsewhere.call_tool("engage", {**DELETE_U1, "confirm": code})
+    assert "it was issued by another server process" in error_text(foreign)
+    assert len(double.received("/engage")) == 1

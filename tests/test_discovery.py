@@ -13,6 +13,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
+from mixpanel_mcp.charts import VIEW_URI
 from mixpanel_mcp import discovery
 from mixpanel_mcp.audit import AuditLog
 from mixpanel_mcp.config import load_settings
@@ -24,6 +25,7 @@ from tests.conftest import API_SECRET, PROJECT_ID, SA_SECRET, SA_USER, TOKEN, se
 pytestmark = pytest.mark.asyncio
 
 ALL_URIS = ["mixpanel://project", "mixpanel://events", "mixpanel://funnels", "mixpanel://cohorts", "mixpanel://lexicon"]
+LISTED = [*ALL_URIS, VIEW_URI]  # the data resources, then the MCP Apps chart view of the report tools
 
 
 def discovering(double_url: str, *, toolsets: frozenset[str] | None = None, audit: AuditLog | None = None, **env: str | None) -> Any:
@@ -53,8 +55,9 @@ async def test_every_resource_and_prompt_is_listed_with_arguments_when_every_cre
     async with Client(discovering(double_url)) as client:
         resources = (await client.list_resources()).resources
         prompts = {p.name: p for p in (await client.list_prompts()).prompts}
-    assert [str(r.uri) for r in resources] == ALL_URIS
-    assert all(r.mime_type == "application/json" and r.description for r in resources)
+    assert [str(r.uri) for r in resources] == LISTED
+    assert all(r.mime_type == "application/json" and r.description for r in resources[:-1])
+    assert resources[-1].mime_type == "text/html;profile=mcp-app" and resources[-1].description
     assert {name: [a.name for a in p.arguments] for name, p in prompts.items()} == {
         "weekly_kpi_summary": ["week_ending", "events", "segment_by"],
         "funnel_drop_off": ["funnel", "from_date", "to_date", "segment_by"],
@@ -68,7 +71,7 @@ async def test_registering_twice_changes_nothing(double, double_url, caplog):
     server = discovering(double_url)
     discovery.register(server)
     async with Client(server) as client:
-        assert [str(r.uri) for r in (await client.list_resources()).resources] == ALL_URIS
+        assert [str(r.uri) for r in (await client.list_resources()).resources] == LISTED
         assert len((await client.list_prompts()).prompts) == 3
     assert "already exists" not in caplog.text
 
@@ -99,7 +102,7 @@ async def test_the_local_grant_decides_what_is_registered(double, double_url):
         resources = [str(r.uri) for r in (await client.list_resources()).resources]
         prompts = [p.name for p in (await client.list_prompts()).prompts]
         project = await read(client, "mixpanel://project")
-    assert resources == ["mixpanel://project", "mixpanel://events"]
+    assert resources == ["mixpanel://project", "mixpanel://events", VIEW_URI]  # events counts draws charts
     assert prompts == ["weekly_kpi_summary"]
     assert set(project["operations"]) == {"events"}
     assert project["resources"] == ["mixpanel://project", "mixpanel://events"]
@@ -249,7 +252,7 @@ async def test_under_a_policy_a_read_the_callers_grant_does_not_allow_is_refused
         with pytest.raises(MCPError) as caught:
             await client.read_resource("mixpanel://lexicon")
         project = await read(client, "mixpanel://project")
-    assert listed == ALL_URIS  # with a policy, callers differ: every resource is registered, and each read checked
+    assert listed == LISTED  # with a policy, callers differ: every resource is registered, and each read checked
     assert "Not allowed: this agent has no read access to the lexicon tool group" in caught.value.message
     assert double.received() == []
     (record,) = [json.loads(line) for line in log.read_text().splitlines()]

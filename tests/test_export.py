@@ -514,7 +514,8 @@ async def test_profiles_selectors_are_sent_as_mixpanel_wants(double, env):
         ("company_id", "initech"): {"name": "Initech"},
         ("team", "t1"): {},
     }
-    double.cohorts.append({"id": 2000, "name": "Paying", "count": 2, "members": ["u1", "u3"]})
+    # u9 is in the cohort but has no profile: Mixpanel lists it only with include_all_users (its default).
+    double.cohorts.append({"id": 2000, "name": "Paying", "count": 3, "members": ["u1", "u3", "u9"]})
     async with stdio_client(env) as client:
         by_ids = await client.call_tool(
             "export", {"operation": "profiles", "distinct_ids": ["u1", "u2"], "output_properties": ["$email"]}
@@ -522,6 +523,8 @@ async def test_profiles_selectors_are_sent_as_mixpanel_wants(double, env):
         one = await client.call_tool("export", {"operation": "profiles", "distinct_id": "u3"})
         as_text = await client.call_tool("export", {"operation": "profiles", "distinct_ids": '["u2"]'})
         cohort = await client.call_tool("export", {"operation": "profiles", "filter_by_cohort": 2000})
+        everyone = await client.call_tool("export", {"operation": "profiles", "filter_by_cohort": 2000, "include_all_users": True})
+        no_cohort = await client.call_tool("export", {"operation": "profiles", "include_all_users": True})
         groups = await client.call_tool("export", {"operation": "profiles", "data_group_id": group_key_id("company_id")})
         by_name = await client.call_tool("export", {"operation": "profiles", "data_group_id": "company_id"})
         page_without_session = await client.call_tool("export", {"operation": "profiles", "page": 1})
@@ -531,7 +534,8 @@ async def test_profiles_selectors_are_sent_as_mixpanel_wants(double, env):
         {"distinct_ids": '["u1","u2"]', "output_properties": '["$email"]'},
         {"distinct_id": "u3"},
         {"distinct_ids": '["u2"]'},
-        {"filter_by_cohort": '{"id":2000}'},
+        {"filter_by_cohort": '{"id":2000}', "include_all_users": "false"},
+        {"filter_by_cohort": '{"id":2000}', "include_all_users": "true"},
         {"data_group_id": group_key_id("company_id")},
     ]
     assert structured(by_ids)["profiles"] == [
@@ -541,6 +545,8 @@ async def test_profiles_selectors_are_sent_as_mixpanel_wants(double, env):
     assert structured(one)["profiles"] == [{"$distinct_id": "u3", "$properties": {"plan": "pro"}}]
     assert [p["$distinct_id"] for p in structured(as_text)["profiles"]] == ["u2"]
     assert [p["$distinct_id"] for p in structured(cohort)["profiles"]] == ["u1", "u3"]
+    assert structured(everyone)["profiles"][2] == {"$distinct_id": "u9", "$properties": {}}
+    assert "include_all_users applies only with filter_by_cohort" in error_text(no_cohort)
     group_data = structured(groups)
     assert [p["$distinct_id"] for p in group_data["profiles"]] == ["acme", "initech"]
     assert groups.content[0].text.startswith("2 of 2 group profile(s) in 1 page(s).")
@@ -562,6 +568,25 @@ async def test_profiles_double_refuses_a_page_without_session(double, env):
     response = httpx2.post(url, params={"project_id": PROJECT_ID}, data={"page": "2"}, headers=auth)
     assert response.status_code == 400
     assert response.json()["error"] == "session_id is required when page > 0"
+
+
+async def test_profiles_double_lists_cohort_members_without_a_profile_by_default(double, env):
+    """Mixpanel's default for include_all_users is true: a client that leaves it out gets profile-less ids too."""
+    import httpx2
+
+    from mixpanel_mcp.client.http import basic_auth
+
+    double.profiles = {"u1": {"plan": "pro"}}
+    double.cohorts.append({"id": 2000, "name": "Paying", "count": 2, "members": ["u1", "u9"]})
+    url = env["MIXPANEL_QUERY_URL"] + "/query/engage"
+    auth = {"Authorization": basic_auth(SA_USER, SA_SECRET)}
+
+    def ids(**form: str) -> list[str]:
+        response = httpx2.post(url, params={"project_id": PROJECT_ID}, data={"filter_by_cohort": '{"id":2000}', **form}, headers=auth)
+        return [p["$distinct_id"] for p in response.json()["results"]]
+
+    assert ids() == ids(include_all_users="true") == ["u1", "u9"]
+    assert ids(include_all_users="false") == ["u1"]
 
 
 # -- cohorts and activity ---------------------------------------------------------------------
@@ -636,7 +661,7 @@ async def test_a_project_created_before_2023_exports_local_times(double, double_
     from_date/to_date as local days (export docs); the double does the same."""
     monkeypatch.setattr(double.project, "legacy_timezone", "America/Los_Angeles")
     double.events.append(stored_event("Signed up", "u1", "2026-01-02T05:00:00"))  # Jan 1, 21:00 in Los Angeles
-    answer = httpx2.get(f"{double_url}/api/2.0/export", auth=(SA_USER, SA_SECRET),
+    answer = httpx2.get(f"{double_url}/api/2.0/export", auth=(SA_USER, SA_SECRET), headers={"Accept-Encoding": "gzip"},
                         params={"project_id": PROJECT_ID, "from_date": "2026-01-01", "to_date": "2026-01-01"})
     (line,) = answer.text.splitlines()
     assert json.loads(line)["properties"]["time"] == int(dt.datetime(2026, 1, 1, 21, tzinfo=dt.UTC).timestamp())

@@ -519,3 +519,38 @@ async def test_a_refusal_after_an_unanswered_attempt_counts_the_batch_unconfirme
     assert data["stored"] <= stored_at_double <= data["stored"] + unconfirmed  # exact: nothing stored is called unsent
     assert (stored_at_double, unconfirmed, not_stored) == (n, n, 0)
     assert "rate limit" in data["stopped_by"]
+
+
+def expand(ranges: list[str]) -> set[int]:
+    return {i for text in ranges for i in range(int(text.split("-")[0]), int(text.split("-")[-1]) + 1)}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_counts_are_exact_under_a_mix_of_faults(double, env, seed):
+    # Faults in a seeded order: what each index is reported as must be what the double holds. Stored means at
+    # the double; not stored means absent; only unconfirmed may be either.
+    import random
+
+    rng = random.Random(seed)
+    n = 10 * 2000
+    events = [event(i) for i in range(n)]
+    faults = [
+        dict(drop=True), dict(status=500), dict(status=503), dict(status=429, headers={"Retry-After": "3600"}),
+        dict(status=413, body={"error": "request exceeds max limit"}), dict(drop=True, times=2), dict(status=502, times=2),
+    ]
+    for fault in rng.sample(faults, k=5):
+        double.fail("/import", **fault)
+    async with stdio_client({**env, "MIXPANEL_MAX_RETRIES": "1", "MIXPANEL_RETRY_BASE_DELAY": "0"}) as client:
+        result = await client.call_tool("track", {"operation": "import", "events": events})
+    data = result.structured_content if not result.is_error else None
+    at_double = Counter(index_of(e) for e in double.events)
+    assert all(count == 1 for count in at_double.values())  # nothing duplicated
+    if data is None:  # an error only when nothing at all may be stored
+        assert not at_double, result.content[0].text
+        return
+    unconfirmed = expand(data.get("unconfirmed", {}).get("ranges", []))
+    not_stored = expand(data.get("not_stored", {}).get("ranges", []))
+    stored = set(range(n)) - unconfirmed - not_stored
+    assert data["stored"] == len(stored) and data["stored"] + len(unconfirmed) + len(not_stored) == n
+    assert stored <= set(at_double), "reported stored, missing at the double"
+    assert not (not_stored & set(at_double)), "reported not stored, stored at the double"

@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.harness import stdio
 from tests.conftest import API_SECRET, PROJECT_ID, SA_SECRET, SA_USER, error_text, server_env, stdio_client, structured
 
 pytestmark = pytest.mark.asyncio
@@ -27,9 +28,9 @@ def seed(double) -> None:
     double.schemas = {("event", "Added To Cart"): dict(CART), ("event", "Signed up"): dict(SIGNUP), ("profile", "$user"): dict(USER)}
 
 
-def assert_lexicon_request(request, method: str, path: str) -> None:
+def assert_lexicon_request(request, method: str, path: str, query: dict | None = None) -> None:
     assert (request.method, request.path) == (method, path)
-    assert request.query == {}  # the project id is in the path, never a query parameter
+    assert request.query == (query or {})  # the project id is in the path, never a query parameter
     assert request.basic_auth == (SA_USER, SA_SECRET)
 
 
@@ -42,7 +43,7 @@ async def test_list_at_three_levels(double, env):
     first, second, third = double.received()
     assert_lexicon_request(first, "GET", BASE)
     assert_lexicon_request(second, "GET", BASE + "/event")
-    assert_lexicon_request(third, "GET", BASE + "/event/Added To Cart")
+    assert_lexicon_request(third, "GET", BASE + "/event", {"entity_name": "Added To Cart"})
     assert third.headers.get("content-length", "0") == "0"
 
     data = structured(project)
@@ -123,7 +124,7 @@ async def test_delete_at_three_levels(double, roomy_env):
         left_after_type = set(double.schemas)
         everything = await client.call_tool("lexicon", {"operation": "delete", "all": True})
     first, second, third = double.received()
-    assert_lexicon_request(first, "DELETE", BASE + "/event/Signed up")
+    assert_lexicon_request(first, "DELETE", BASE + "/event", {"entity_name": "Signed up"})
     assert_lexicon_request(second, "DELETE", BASE + "/profile")
     assert_lexicon_request(third, "DELETE", BASE)
     assert answer(one) == {"entity_type": "event", "name": "Signed up", "delete_count": 1}
@@ -190,7 +191,8 @@ async def test_mixpanel_errors_name_the_fix(double, roomy_env):
     text = error_text(denied)
     assert "403" in text and "Admin or Owner" in text and "You do not have permission" in text
     assert [s["name"] for s in structured(retried)["schemas"]] == ["$user"]
-    assert "found nothing at /projects/1234/schemas/event/Never%20seen (404)" in error_text(missing)
+    assert answer(missing) == {"entity_type": "event", "name": "Never seen", "schema": None}
+    assert missing.content[0].text.startswith("No schema for event 'Never seen'.")
     assert 'Mixpanel said: "schema rejected"' in error_text(in_body)
     assert len(double.schemas) == 3  # nothing was deleted or added
     assert len(double.received()) == 6
@@ -228,3 +230,33 @@ async def test_tool_is_listed_only_with_a_service_account(double, double_url, en
     assert export.annotations.read_only_hint is True
     assert export.input_schema["properties"]["operation"]["enum"] == ["events", "profiles", "cohorts", "activity"]
     assert double.received() == []
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/../..", "Page/View"])
+async def test_one_entity_is_named_in_the_query_so_no_name_changes_the_level(double, roomy_env, name):
+    """A name of '..' once went into the path, which the HTTP client collapsed: the person confirmed deleting one
+    schema and the whole dictionary went. The request must act on exactly what the question described."""
+    from tests.test_confirm import Person
+
+    seed(double)
+    double.schemas[("event", name)] = {"description": "odd"}
+    before = set(double.schemas)
+    person = Person(("accept", {"confirm": True}))
+    async with stdio(roomy_env, elicitation_callback=person) as client:
+        listed = await client.call_tool("lexicon", {"operation": "list", "entity_type": "event", "name": name})
+        deleted = await client.call_tool("lexicon", {"operation": "delete", "entity_type": "event", "name": name})
+        upsert = await client.call_tool(
+            "lexicon", {"operation": "upsert", "entity_type": "event", "name": name, "schema": {"description": "x"}}
+        )
+    [question] = person.questions
+    assert question.message == (
+        f"Agent local wants to delete the Lexicon schema of event {name!r} in Mixpanel project {PROJECT_ID}. Go ahead?"
+    )
+    get, delete = double.received()
+    assert_lexicon_request(get, "GET", BASE + "/event", {"entity_name": name})
+    assert_lexicon_request(delete, "DELETE", BASE + "/event", {"entity_name": name})
+    assert structured(listed)["schema"] == {"description": "odd"}
+    assert answer(deleted)["delete_count"] == 1
+    assert set(double.schemas) == before - {("event", name)}  # only the schema the person agreed to delete
+    # The one-schema upload has no query form: such a name is refused before sending, pointing to the bulk form.
+    assert "nothing was sent" in error_text(upsert) and "send it in the bulk form" in error_text(upsert)

@@ -69,7 +69,7 @@ async def test_birth_unbounded_and_compounded_retention(double, env):
     assert_request(first, "/api/query/retention", expected)
     # Jan 5 cohort (a, b): interval 0 a, 1 a, 2 b. Jan 6 cohort (c, d): 0 d, 1 d.
     data = structured(plain)
-    assert data["raw"] == {"2026-01-05": {"counts": [1, 1, 1], "first": 2}, "2026-01-06": {"counts": [1, 1, 0], "first": 2}}
+    assert "raw" not in data  # Mixpanel's answer is all in the table: not repeated
     assert data["cohorts"] == [
         {"cohort": "2026-01-05", "size": 2, "retained": [1, 1, 1], "retained_pct": [50.0, 50.0, 50.0]},
         {"cohort": "2026-01-06", "size": 2, "retained": [1, 1, 0], "retained_pct": [50.0, 50.0, 0.0]},
@@ -130,7 +130,7 @@ async def test_frequency_counts_distinct_days_per_week(double, env):
     )
     # Week of Jan 5 without b: a opened on 3 days, d on 2, f on 1 (twice the same day).
     data = structured(result)
-    assert data["raw"] == {"data": {"2026-01-05": [3, 2, 1, 0, 0, 0, 0]}}
+    assert "raw" not in data
     assert data["periods"] == [
         {
             "date": "2026-01-05",
@@ -149,7 +149,8 @@ INVALID = [
     ({"operation": "query"}, "(arguments)", "birth retention needs born_event"),
     ({"operation": "query", "born_event": "Signed up", "unit": "year"}, "unit", "'day', 'week' or 'month'"),
     ({"operation": "query", "retention_type": "compounded", "born_event": "Signed up"}, "(arguments)", "only to birth"),
-    ({"operation": "query", "born_event": "Signed up", "interval": 91}, "(arguments)", "at most 90"),
+    ({"operation": "query", "born_event": "Signed up", "interval": 91}, "interval", "less than or equal to 90"),
+    ({"operation": "query", "born_event": "Signed up", "unit": "week", "interval": 7}, "(arguments)", "unit or interval, not both"),
     ({"operation": "query", "born_event": "Signed up", "to_date": "2025-12-31"}, "(arguments)", "after to_date"),
     ({"operation": "query", "born_event": "Signed up", "interval_count": 0}, "interval_count", "greater than or equal to 1"),
     ({"operation": "frequency", "unit": "week"}, "addiction_unit", "Field required"),
@@ -275,3 +276,13 @@ async def test_periods_not_over_yet_are_marked_and_left_out_of_the_headline(doub
     assert data["overall"]["counts_complete_cohorts_only"] is True
     text = result.content[0].text
     assert "1 cohort(s) have intervals not over yet" in text and "retained week 1: 100.0%." in text
+
+
+async def test_the_double_refuses_unit_and_interval_together_as_mixpanel_does(double, double_url):
+    import httpx2
+
+    query = {"project_id": PROJECT_ID, "from_date": "2026-01-05", "to_date": "2026-01-06", "born_event": "Signed up"}
+    both = httpx2.get(f"{double_url}/api/query/retention", params={**query, "unit": "day", "interval": 1}, auth=(SA_USER, SA_SECRET))
+    assert both.status_code == 400 and both.json()["error"] == "unit and interval both specified"
+    for alone in ({"unit": "day"}, {"interval": 1}):
+        assert httpx2.get(f"{double_url}/api/query/retention", params={**query, **alone}, auth=(SA_USER, SA_SECRET)).status_code == 200

@@ -107,7 +107,7 @@ async def test_seeded_project_answers_like_mixpanel(tmp_path):
     folder = tmp_path / "sandbox"
     async with sandbox_client(folder) as client:
         tools = await client.list_tools()
-        assert [t.name for t in tools.tools] == [group.name for group in ALL_GROUPS]
+        assert [t.name for t in tools.tools] == [group.name for group in ALL_GROUPS if group.name != "jql"]
         assert client.instructions is not None and client.instructions.startswith("SANDBOX: a local demo project")
         assert "JQL is not available" in client.instructions and "funnels 1001 (Visit to purchase)" in client.instructions
 
@@ -200,6 +200,11 @@ async def test_seeded_project_answers_like_mixpanel(tmp_path):
         assert listed == {tuple(json.loads(key)) for key in stored_rows(folder, "schemas")}
         assert ("profile", "$user") in listed and ("event", "Purchased") in listed
 
+        # The saved reports are listed where an agent can find them.
+        uris = [str(r.uri) for r in (await client.list_resources()).resources]
+        assert "mixpanel://reports" in uris
+        listing = json.loads((await client.read_resource("mixpanel://reports")).contents[0].text)
+        assert [r["bookmark_id"] for r in listing["reports"]] == [3001] and listing["reports"][0]["name"]
         report = await client.call_tool("insights", {"bookmark_id": 3001})
         four_weeks = [e for e in events if day_of(e) > today - 28 * DAY]
         data = structured(report)
@@ -207,9 +212,12 @@ async def test_seeded_project_answers_like_mixpanel(tmp_path):
             name: sum(1 for e in four_weeks if e["event"] == name) for name in ("Signed up", "Purchased")
         }
 
+        # JQL is not listed, and a call says why without blaming the arguments or Mixpanel.
+        assert "jql" not in {t.name for t in (await client.list_tools()).tools}
         script = "function main() { return Events(params).groupBy(['name'], mixpanel.reducer.count()); }"
         jql = await client.call_tool("jql", {"script": script, "params": {"from_date": str(first), "to_date": str(today)}})
-        assert "JQL is not available in the sandbox" in error_text(jql) and "400 on /jql" in error_text(jql)
+        assert "JQL is not offered in the sandbox" in error_text(jql)
+        assert "400" not in error_text(jql) and "rejected" not in error_text(jql)
 
 
 @pytest.mark.asyncio

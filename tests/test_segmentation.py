@@ -70,7 +70,7 @@ async def test_segment_plain_by_property_filtered_and_unique_by_interval(double,
     assert data["segments"] == [
         {"segment": "Purchase", "total": 5, "values": {"2026-02-01": 2, "2026-02-02": 2, "2026-02-03": 1}}
     ]
-    assert list(data["mixpanel"]["data"]["series"]) != data["dates"]  # Mixpanel's order, kept raw
+    assert "mixpanel" not in data  # the same numbers as the segments: not repeated
     assert list(data["segments"][0]["values"]) == data["dates"]  # ours, by date
     assert plain.content[0].text.startswith(
         "Purchase, by day from 2026-02-01 to 2026-02-03: 5 events; peak 2026-02-01 (2)."
@@ -179,11 +179,12 @@ async def test_insights_runs_a_saved_report(double, env):
         {"series": "Logged in", "total": 14177, "values": {"2026-02-02T00:00:00-08:00": 9852, "2026-02-09T00:00:00-08:00": 4325}},
     ]
     assert list(data["series"][0]["values"]) == ["2026-02-02T00:00:00-08:00", "2026-02-09T00:00:00-08:00"]
-    assert data["mixpanel"] == double.bookmarks[555]
+    assert "mixpanel" not in data  # its series, dates and headers are all above
     assert result.content[0].text.startswith(
         "Insights report 555, 2026-02-02 to 2026-02-15: 2 series; top: Viewed page (total 21,678), Logged in (total 14,177)."
     )
     assert "bookmark_id 999 not found" in error_text(missing) and "400" in error_text(missing)
+    assert "the number after report- in the report's URL in Mixpanel" in error_text(missing)
     assert "bookmark_id" in error_text(invalid) and "nothing was sent" in error_text(invalid)
 
 
@@ -282,3 +283,36 @@ async def test_insights_adds_up_counts_only(double, env):
     text = result.content[0].text
     assert "Signup funnel (total 120)" in text and "120.65" not in text
     assert "Average of amount (mean of periods 40, range 30 to 50)" in text
+
+
+async def test_an_empty_report_names_the_likely_misspelling_instead_of_a_page_of_zeros(double, env):
+    import datetime as dt
+    import time as clock
+
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    double.events.extend(
+        stored_event("Signed up", f"u{i}", clock.time() - 86_400, country="US") for i in range(3)
+    )
+    week = {"from_date": str(yesterday - dt.timedelta(days=6)), "to_date": str(yesterday)}
+    future = {"from_date": str(yesterday + dt.timedelta(days=30)), "to_date": str(yesterday + dt.timedelta(days=31))}
+    async with stdio_client(env) as client:
+        misspelled = await client.call_tool("segmentation", {"operation": "segment", "event": "Signup", **week})
+        again = await client.call_tool("segmentation", {"operation": "segment", "event": "Signup", **week})
+        wrong_property = await client.call_tool(
+            "segmentation", {"operation": "segment", "event": "Signed up", "on": 'properties["contry"]', **week}
+        )
+        ahead = await client.call_tool("segmentation", {"operation": "segment", "event": "Signed up", **future})
+        counted = await client.call_tool("events", {"operation": "counts", "event": ["Sign up"], **week})
+
+    text = misspelled.content[0].text
+    assert text.startswith("The project has no event named 'Signup' (checked against its names of the last 31 days).")
+    assert "Did you mean 'Signed up'?" in text
+    data = structured(misspelled)
+    assert data["empty"] is True and "mixpanel" not in data
+    assert len(text) < 1000  # no page of zeros
+    assert structured(again)["likely_cause"] == data["likely_cause"]
+    assert len(double.received("/api/query/events/names")) == 1  # the names are kept, not asked for again
+    assert "no property of 'Signed up' named 'contry'" in wrong_property.content[0].text
+    assert "Did you mean 'country'?" in wrong_property.content[0].text
+    assert ahead.content[0].text.startswith(f"The range {future['from_date']}..{future['to_date']} lies in the future")
+    assert "Did you mean 'Signed up'?" in counted.content[0].text

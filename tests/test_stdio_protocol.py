@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 from tests.harness import ROOT
-from tests.test_cli import read_lines
 
 INITIALIZE = {
     "jsonrpc": "2.0", "id": "init", "method": "initialize",
@@ -35,20 +34,11 @@ def test_malformed_lines_get_their_jsonrpc_error_and_the_server_carries_on(env):
     lines += [line for line, _, _ in MALFORMED]
     lines.append(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode())
     lines.append(json.dumps({"jsonrpc": "2.0", "id": "after", "method": "ping"}).encode())
-    # stdin stays open until the last request is answered: at end of input the SDK cancels requests in flight.
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mixpanel_mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, env=env, cwd=str(ROOT),
+    server = subprocess.run(
+        [sys.executable, "-m", "mixpanel_mcp"], input=b"\n".join(lines) + b"\n", capture_output=True, env=env,
+        cwd=str(ROOT), timeout=120,
     )
-    assert server.stdin is not None and server.stdout is not None
-    try:
-        server.stdin.write(b"\n".join(lines) + b"\n")
-        server.stdin.flush()
-        answers = [json.loads(line) for line in read_lines(server.stdout, len(MALFORMED) + 2, timeout=120)]
-        server.stdin.close()
-        server.wait(timeout=120)
-    finally:
-        server.kill()
+    answers = [json.loads(line) for line in server.stdout.splitlines()]
     by_id = {a.get("id"): a for a in answers if a.get("id") in ("init", "after")}
     assert "result" in by_id["init"] and by_id["after"] == {"jsonrpc": "2.0", "id": "after", "result": {}}
     errors = [a for a in answers if a.get("id") not in ("init", "after")]

@@ -377,3 +377,21 @@ async def test_double_track_answers_verbose_or_plain_and_refuses_old_events(doub
     assert response.json() == {"status": 0, "error": "event 0: event is more than 5 days old; send it with /import"}
     assert (await post(f"{double_url}/track", data={"data": json.dumps([event, old])})).text == "0"
     assert [e["properties"] for e in double.events] == [{"distinct_id": "u1", "time": now}]
+
+
+async def test_an_event_without_time_is_a_new_event_each_time_and_the_answer_says_so(double, env):
+    untimed = {"operation": "track", "events": [{"event": "Clicked", "properties": {"distinct_id": "u1"}}]}
+    timed = {"operation": "track", "events": [{"event": "Clicked", "properties": {"distinct_id": "u1", "time": int(time.time()) - 60}}]}
+    async with stdio_client(env) as client:
+        tools = (await client.list_tools()).tools
+        first = await client.call_tool("track", untimed)
+        second = await client.call_tool("track", untimed)
+        safe = await client.call_tool("track", timed)
+    description = json.dumps([t.input_schema for t in tools if t.name == "track"])
+    assert "resends never duplicate" not in description and "give time to make a resend safe" in description
+    # Timed "now" each call: two events, and each answer says how to make a resend safe.
+    assert len(double.events) == 3
+    for result in (first, second):
+        assert structured(result)["timed_now"] == 1
+        assert "give time to make a resend safe" in result.content[0].text
+    assert "timed_now" not in structured(safe) and "timed now" not in safe.content[0].text

@@ -14,8 +14,15 @@ from mixpanel_mcp.client.http import MixpanelClient, raise_for_body_status
 
 
 def segment(value: str | int) -> str:
-    """One path segment: '/' and every other reserved character quoted, so an id can never change the path."""
-    return quote(str(value), safe="")
+    """One path segment: '/' and every other reserved character quoted, so an id can never change the path.
+
+    '.' and '..' stay dot segments after quoting and the HTTP client collapses them (`/schemas/event/..` is
+    `/schemas`), so they are refused here as well as in the argument models, which say so to the agent first.
+    """
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise ValueError(f"{text!r} cannot be one segment of a URL path")
+    return quote(text, safe="")
 
 
 def project_path(client: MixpanelClient, api: Api = Api.APP) -> str:

@@ -3,7 +3,8 @@
 Wire form chosen here, once for both endpoints: `properties.time` is an integer of epoch milliseconds
 (Mixpanel reads seconds or milliseconds on both). Every event carries a `$insert_id`; one the caller did not
 give is derived from the event's content, so resending the same event (a retry, a split batch, or the same
-call made again) never stores it twice: Mixpanel deduplicates on (event, distinct_id, time, $insert_id).
+call made again with the same `time`) never stores it twice: Mixpanel deduplicates on (event, distinct_id,
+time, $insert_id). An event without `time` is timed "now", so the same call made again later is a new event.
 
 Bulk sending is two steps, so nothing is sent when the caller asked for all-or-nothing:
 `survey` checks every record against Mixpanel's rules (and reports each problem with its index), then
@@ -32,7 +33,7 @@ from mixpanel_mcp.client import batching
 from mixpanel_mcp.client.batching import Item, Outcome, Progress, Sent
 from mixpanel_mcp.client.errors import Api, BadRequestError
 from mixpanel_mcp.client.http import MixpanelClient, error_detail, raise_for_body_status
-from mixpanel_mcp.text import strip_controls
+from mixpanel_mcp.text import scrub, strip_controls
 
 # Ingestion flags: a JSON status answer, and no geolocation from the server's own address.
 TRACK_PARAMS = {"verbose": 1, "ip": 0}
@@ -184,6 +185,7 @@ class Preparer:
         self.now = now
         self.token = token  # /track: the project token goes into each event
         self._seen: Counter[str] = Counter()
+        self.timed_now = 0  # events given no time, so timed `now`: sent again later, they are new events
 
     def prepare(self, record: Any) -> tuple[str, int, bytes]:
         """(distinct_id, time in ms, the event's JSON as sent); raises RecordError.
@@ -213,6 +215,8 @@ class Preparer:
             raise RecordError("properties.token", "remove token: the server adds the project token itself")
         distinct_id = _distinct_id(given)
         at = _time(given, self.endpoint, self.now)
+        if at == self.now and given.get("time") in (None, ""):
+            self.timed_now += 1
         insert_id = _given_insert_id(given)
         properties: dict[str, Any] = {"distinct_id": distinct_id, "time": at}
         for key, value in given.items():
@@ -517,10 +521,7 @@ def _text(value: Any, secrets: list[str]) -> str | None:
     """Mixpanel's words about one record: untrusted, so cleaned, scrubbed of secrets and kept short."""
     if value is None:
         return None
-    text = str(value)
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return strip_controls(text)[:300]
+    return scrub(str(value), secrets)[:300]
 
 
 def failure_detail(sent: int, failed: Sequence[FailedRecord | Mapping[str, Any]], shown: int = 5) -> str:

@@ -612,6 +612,7 @@ async def query_profiles(
     data_group_id: str | None = None,
     output_properties: list[str] | None = None,
     filter_by_cohort: int | None = None,
+    include_all_users: bool = False,
     session_id: str | None = None,
     page: int | None = None,
     skip: int = 0,
@@ -633,6 +634,8 @@ async def query_profiles(
         "data_group_id": data_group_id,
         "output_properties": _json(output_properties),
         "filter_by_cohort": _json({"id": filter_by_cohort}) if filter_by_cohort is not None else None,
+        # Mixpanel's default is true (cohort members without a profile too): always said, never left to it.
+        "include_all_users": ("true" if include_all_users else "false") if filter_by_cohort is not None else None,
     }
     form = {k: v for k, v in query.items() if v is not None}
     fmt: Format | None = None

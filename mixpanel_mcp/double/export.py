@@ -9,7 +9,8 @@ Test knobs, module-level (restore them after use, e.g. with pytest's monkeypatch
   (no closing chunk), as a network failure mid-export leaves it.
 - EXPORT_STALL_AFTER: ignore `limit`, send this many events, then hold the connection open without
   sending more (for up to STALL_SECONDS, or until the client hangs up), like a huge export in progress.
-Cohort members, for filter_by_cohort, are the distinct_ids in a cohort's "members" list (never listed).
+Cohort members, for filter_by_cohort, are the distinct_ids in a cohort's "members" list (never listed); as in
+Mixpanel, `include_all_users` defaults to true: members without a profile come back too, with no properties.
 `where` is read by double/expressions.py; an expression it does not understand is a 400.
 """
 
@@ -169,6 +170,12 @@ def _matching_profiles(state: DoubleState, form: dict[str, str]) -> list[dict[st
             raise QueryError(f"cohort {cohort.get('id')} not found")
         members = set(found.get("members", []))
         profiles = [(i, p) for i, p in profiles if i in members]
+        # Mixpanel's default: members who have no profile are listed too (with no properties).
+        everyone = form.get("include_all_users", "true").lower()
+        if everyone not in ("true", "false", "1", "0"):
+            raise QueryError("include_all_users must be true or false")
+        if everyone in ("true", "1") and "data_group_id" not in form:
+            profiles += [(i, {}) for i in members if i not in state.profiles]
     try:
         match = condition(form.get("where"))
         wanted = _json_param(form.get("output_properties"))

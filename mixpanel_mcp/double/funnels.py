@@ -8,7 +8,7 @@ What the double computes (all days are UTC):
   real segmented shape is undocumented). Unknown funnel_id -> 400.
 - /retention birth: a user's cohort is the bucket of their first-ever `born_event` (matching born_where), if in
   the range; interval i holds returns (`event`, or any event; matching `where`) i*interval..(i+1)*interval units
-  after that birth (a month counts as 30 days). compounded: per bucket, users who did `event`, and their later
+  after that birth (a month counts as 30 days); `unit` and `interval` together are a 400. compounded: per bucket, users who did `event`, and their later
   `event`s. Cohorts with no users are left out. With `on` (❓ shape undocumented): {"$overall": cohorts,
   <value of `on` on the anchor event>: cohorts}, the `limit` largest values, as segmented Insights retention.
 - /retention/addiction: per unit bucket in the range, counts[i] = users who did the event in at least i+1
@@ -226,6 +226,8 @@ def _funnel(state: DoubleState, query: dict[str, str]) -> dict[str, Any]:
 def _retention(state: DoubleState, query: dict[str, str]) -> dict[str, Any]:
     start, end = _range(query)
     kind = _choice(query, "retention_type", ("birth", "compounded"), "birth")
+    if "unit" in query and "interval" in query:
+        raise QueryError("unit and interval both specified")  # as the live API answers; interval alone is days
     unit = _choice(query, "unit", tuple(UNIT_SECONDS), "day") or "day"
     interval = _int(query, "interval", 1, 1, 90 if unit == "day" else None) or 1
     count = _int(query, "interval_count", 1) or 1

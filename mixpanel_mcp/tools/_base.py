@@ -35,12 +35,14 @@ class Needs(StrEnum):
     APP = "app"  # the app API: annotations, listing lookup tables (service account)
     WORKSPACE = "workspace"  # feature flag management and experiments (service account + workspace)
     GDPR = "gdpr"  # the GDPR API (GDPR OAuth token + project token)
+    SCRIPT = "script"  # JQL: the Query API of a real project (the sandbox runs no JavaScript)
 
     def allowed(self, settings: Settings) -> bool:
         return {
             Needs.TOKEN: settings.can_track,
             Needs.IMPORT: settings.can_import,
             Needs.QUERY: settings.can_query,
+            Needs.SCRIPT: settings.can_query and not settings.sandbox,
             Needs.LEXICON: settings.can_lexicon,
             Needs.APP: settings.can_app,
             Needs.WORKSPACE: settings.can_workspace,
@@ -263,11 +265,11 @@ def describe(group: ToolGroup, operations: list[Operation]) -> str:
     """The group's sentence, then operations sharing an argument list on one line, then per-op notes."""
     if group.single:
         arguments = signature(operations[0])[1:-1]
-        return f"{group.description}\nArguments: {arguments}" + (" (? = optional)." if "?" in arguments else ".")
+        return f"{group.description}\nArguments: {arguments}."
     by_signature: dict[str, list[str]] = {}
     for op in operations:
         by_signature.setdefault(signature(op), []).append(op.name)
     calls = "; ".join("|".join(names) + sig for sig, names in by_signature.items())
-    lines = [group.description, f"operation: {calls}" + (" (? = optional)." if "?" in calls else ".")]
+    lines = [group.description, f"operation: {calls}."]  # `name?` is optional, as in TypeScript
     lines.extend(f"{op.name}: {op.summary}" for op in operations if op.summary)
     return "\n".join(lines)

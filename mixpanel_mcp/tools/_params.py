@@ -90,6 +90,13 @@ def decoded(opening: str) -> Callable[[Any], Any]:
 json_list = decoded("[")
 
 
+def listish(value: Any) -> Any:
+    """Where a list is expected: a JSON-encoded list is decoded, a single string becomes a one-item list."""
+    if isinstance(value, str) and not value.strip().startswith("["):
+        return [value]
+    return json_list(value)
+
+
 Date = Annotated[str, BeforeValidator(_date)]
 FromDate = Annotated[Date, Field(description="yyyy-mm-dd, inclusive.", examples=["2026-01-01"])]
 ToDate = Annotated[Date, Field(description="yyyy-mm-dd, inclusive.", examples=["2026-01-31"])]
@@ -98,7 +105,7 @@ DistinctId = Annotated[
 ]
 UserId = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_id)]  # DistinctId, described by its name
 EventName = Annotated[str, Field(min_length=1, max_length=255, description="Event name.")]
-EventNames = Annotated[list[EventName], BeforeValidator(json_list), Field(min_length=1, max_length=100)]
+EventNames = Annotated[list[EventName], BeforeValidator(listish), Field(min_length=1, max_length=100)]
 Where = Annotated[
     str,
     Field(

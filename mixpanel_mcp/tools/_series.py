@@ -1,7 +1,8 @@
 """Shaping of the Query API's report answers, shared by the report tools.
 
 Numbers are printed the same way everywhere, Mixpanel's {"data": {"series", "values"}} answers become
-date-ordered segments ranked by total, and Mixpanel's own JSON is kept when it is small.
+date-ordered segments ranked by total, and Mixpanel's own JSON is kept only where it holds more than the
+shaped answer (and is small).
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ def ranked_series(raw: Any, *, cap: int = MAX_SEGMENTS, additive: bool = True) -
     if len(segments) > cap:
         data["segments_omitted"] = len(segments) - cap
         data["hint"] = f"{len(segments) - cap} smaller segments not shown; use limit or where to focus."
-        return data  # Mixpanel's own answer would repeat what was just cut
-    return with_raw(data, raw)
+    # Mixpanel's own answer is left out: it holds the same numbers as the segments, only unordered.
+    return data
 
 
 def series_summary(data: dict[str, Any], *, head: str, type: str | None, segmented: bool, what: str = "segment") -> str:
@@ -198,6 +199,12 @@ def series_result(
     `period` (unit, from_date, to_date) lets the answer say which buckets are not a whole unit.
     """
     data = ranked_series(raw, additive=type != "average")
+    if not any(number(v) for s in data["segments"] for v in s["values"].values()):
+        # Nothing but zeros: no page of them. The caller checks the names (tools/_empty.py).
+        dates = data["dates"]
+        span = f" from {dates[0]} to {dates[-1]}" if dates else ""
+        data = {"dates": dates[:1] + dates[-1:], "empty": True, "segments": [s["segment"] for s in data["segments"]]}
+        return Result(f"{head}{span}: nothing counted (every period is 0).", {**fields, **data}, narrow_hint=NARROW_HINT)
     summary = series_summary(data, head=head, type=type, segmented=segmented, what=what)
     if period is not None and data["segments"]:
         partial = partial_periods(data["dates"], *period)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from mixpanel_mcp.client import query
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
+from mixpanel_mcp.tools._empty import explain_if_empty
 from mixpanel_mcp.tools._params import CountType, EventName, EventNames, FromDate, StringList, ToDate, check_order, optional
 from mixpanel_mcp.tools._series import fmt, listed, number, series_result
 
@@ -98,16 +99,30 @@ async def names(run: Run, args: Ranked) -> Result:
     return Result(summary, {"names": found, "count": len(found)}, narrow_hint="lower limit")
 
 
+SHOWN = 5
+
+
+def _change(ratio: Any) -> str:
+    """Mixpanel's percent_change is 1 both when an event doubled and when it had no events yesterday."""
+    value = number(ratio)
+    if value == 1:
+        return "+100%, or none yesterday"
+    return f"{value * 100:+.0f}%"
+
+
 @group.operation("top", TopToday, access=Access.READ, needs=Needs.QUERY, summary="today vs yesterday")
 async def top(run: Run, args: TopToday) -> Result:
     raw = await query.top_events(run.client, type=args.type, limit=args.limit)
     events = raw.get("events") if isinstance(raw, dict) else None
     events = [e for e in events or [] if isinstance(e, dict)]
     events.sort(key=lambda e: -number(e.get("amount")))
-    shown = ", ".join(
-        f"{e.get('event')} {fmt(e.get('amount'))} ({number(e.get('percent_change')) * 100:+.0f}%)" for e in events[:5]
-    )
-    summary = f"Today's top {len(events)} event(s) ({args.type}, change vs yesterday)" + (f": {shown}." if shown else ": none.")
+    shown = ", ".join(f"{e.get('event')} {fmt(e.get('amount'))} ({_change(e.get('percent_change'))})" for e in events[:SHOWN])
+    if not events:
+        summary = f"No events today ({args.type})."
+    elif len(events) <= SHOWN:
+        summary = f"{len(events)} event(s) today ({args.type}, change vs yesterday): {shown}."
+    else:
+        summary = f"{len(events)} event(s) today ({args.type}, change vs yesterday); the top {SHOWN}: {shown}."
     return Result(summary, {"type": args.type, "events": events}, narrow_hint="lower limit")
 
 
@@ -116,7 +131,8 @@ async def counts(run: Run, args: Counts) -> Result:
     raw = await query.event_counts(run.client, **args.model_dump(exclude={"operation"}))
     fields = {"type": args.type, "unit": args.unit}
     period = (args.unit, args.from_date, args.to_date)
-    return series_result(raw, fields, head=f"Event counts {_period_text(args)}", type=args.type, what="event", period=period)
+    result = series_result(raw, fields, head=f"Event counts {_period_text(args)}", type=args.type, what="event", period=period)
+    return await explain_if_empty(run, result, events=args.event, from_date=args.from_date, to_date=args.to_date)
 
 
 @group.operation("properties", Properties, access=Access.READ, needs=Needs.QUERY, summary="top property names")
@@ -146,4 +162,7 @@ async def property_counts(run: Run, args: PropertyCounts) -> Result:
     head = f"{args.event} by {args.name}, {_period_text(args)}"
     fields = {"event": args.event, "name": args.name, "type": args.type}
     period = (args.unit, args.from_date, args.to_date)
-    return series_result(raw, fields, head=head, type=args.type, what="value", period=period)
+    result = series_result(raw, fields, head=head, type=args.type, what="value", period=period)
+    return await explain_if_empty(
+        run, result, events=[args.event], on=f'properties["{args.name}"]', from_date=args.from_date, to_date=args.to_date
+    )

@@ -23,7 +23,7 @@ from mixpanel_mcp.client.export import (
     query_profiles,
 )
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._params import DateRange, Where, json_list, optional
+from mixpanel_mcp.tools._params import DateRange, Where, listish, optional
 
 group = ToolGroup(
     name="export",
@@ -36,19 +36,12 @@ LIMIT_DOC = "Max items: events 50 (max 100000), profiles 100 (max 5000); with ou
 FILE_DOC = "Write all to this local .ndjson/.jsonl/.csv file; returns a summary."
 
 
-def _listish(value: Any) -> Any:
-    """Where a list is expected: a JSON-encoded list is decoded, a single string becomes a one-item list."""
-    if isinstance(value, str) and not value.strip().startswith("["):
-        return [value]
-    return json_list(value)
-
-
 Name = Annotated[str, Field(min_length=1, max_length=255)]
 
 
 def names(most: int, description: str) -> Any:
     """A list of names: a JSON-encoded list or a single name is accepted too."""
-    return Annotated[list[Name], BeforeValidator(_listish), Field(min_length=1, max_length=most, description=description)]
+    return Annotated[list[Name], BeforeValidator(listish), Field(min_length=1, max_length=most, description=description)]
 
 
 def _file_name(value: str) -> str:
@@ -223,6 +216,7 @@ class ExportProfiles(Args):
     data_group_id: optional(GroupKeyId) = None
     output_properties: optional(names(1000, "Profile properties to return.")) = None
     filter_by_cohort: optional(Annotated[int, Field(ge=1, description="Cohort id.")]) = None
+    include_all_users: bool = Field(False, description="Cohort members without a profile too.")
     session_id: optional(Annotated[Name, Field(description="From an earlier answer, to keep paging.")]) = None
     page: optional(Annotated[int, Field(ge=0, description="0-based; >0 needs session_id.")]) = None
     skip: optional(Annotated[int, Field(ge=0, description="From an earlier answer: profiles of that page already read.")]) = None
@@ -234,6 +228,10 @@ class ExportProfiles(Args):
         if self.distinct_id is not None and self.distinct_ids is not None:
             raise PydanticCustomError(
                 "one_selector", "give distinct_id or distinct_ids, not both", {"example": 'distinct_ids=["u1","u2"]'}
+            )
+        if self.include_all_users and self.filter_by_cohort is None:
+            raise PydanticCustomError(
+                "cohort_only", "include_all_users applies only with filter_by_cohort", {"example": "filter_by_cohort=1000"}
             )
         if (self.page or self.skip) and self.session_id is None:
             raise PydanticCustomError(
@@ -315,7 +313,7 @@ class ExportActivity(DateRange):
     distinct_ids: DistinctIds
 
 
-@group.operation("activity", ExportActivity, access=Access.READ, needs=Needs.QUERY, summary="the events of given users")
+@group.operation("activity", ExportActivity, access=Access.READ, needs=Needs.QUERY, summary="the events of given users (API in maintenance mode)")
 async def activity(run: Run, args: ExportActivity) -> Result:
     found = await activity_stream(run.client, distinct_ids=args.distinct_ids, from_date=args.from_date, to_date=args.to_date)
     by_name = Counter(e.get("event") for e in found if isinstance(e, dict) and isinstance(e.get("event"), str))

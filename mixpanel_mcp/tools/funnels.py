@@ -16,7 +16,7 @@ from mixpanel_mcp.tools._series import MAX_SEGMENTS, listed, with_raw
 group = ToolGroup(
     name="funnels",
     title="Funnels",
-    description="Saved funnels: list them, or run one over a date range.",
+    description="Saved funnels: list them, or run one over a date range (API in maintenance mode).",
 )
 
 SECONDS = {"day": 86_400, "hour": 3_600, "minute": 60, "second": 1}

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from mixpanel_mcp.client import query
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._series import MAX_SEGMENTS, NOT_ADDITIVE, by_date, fmt, number, per_period_figures, tidy, with_raw
+from mixpanel_mcp.tools._series import MAX_SEGMENTS, NOT_ADDITIVE, by_date, fmt, number, per_period_figures, tidy
 
 group = ToolGroup(
     name="insights",
@@ -78,6 +78,5 @@ async def insights(run: Run, args: Report) -> Result:
         span = f", {str(date_range['from_date'])[:10]} to {str(date_range['to_date'])[:10]}"
     shown = ", ".join(_figure(s) for s in series[:5])
     summary = f"Insights report {args.bookmark_id}{span}: {len(series)} series" + (f"; top: {shown}." if shown else ".")
-    if "series_omitted" not in data:
-        data = with_raw(data, raw)
+    # Mixpanel's own answer is not repeated: its series, dates and headers are all above.
     return Result(summary, data, narrow_hint="narrow the saved report's date range or breakdown")

@@ -15,8 +15,7 @@ group = ToolGroup(
     name="jql",
     title="JQL",
     description=(
-        "Run a read-only JQL script (2-minute limit). Mixpanel keeps JQL in maintenance mode: prefer the "
-        "report tools (segmentation, funnels, retention, insights)."
+        "Run a read-only JQL script (2-minute limit). Mixpanel keeps JQL in maintenance mode."
     ),
     single=True,
 )
@@ -34,7 +33,7 @@ class JqlArgs(Args):
     )
 
 
-@group.operation("run", JqlArgs, access=Access.READ, needs=Needs.QUERY, summary="run a JQL script")
+@group.operation("run", JqlArgs, access=Access.READ, needs=Needs.SCRIPT, summary="run a JQL script")
 async def run_jql(run: Run, args: JqlArgs) -> Result:
     body = await query.jql(run.client, args.script, args.params)
     rows = body if isinstance(body, list) else [body]

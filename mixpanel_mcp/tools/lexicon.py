@@ -98,7 +98,10 @@ class ListSchemas(Args):
 async def list_(run: Run, args: ListSchemas) -> Result:
     answer = await list_schemas(run.client, args.entity_type, args.name)
     if args.name is not None:
-        schema = answer if isinstance(answer, dict) else {}
+        schema = answer
+        if not isinstance(schema, dict):
+            summary = f"No schema for {_level(args.entity_type, args.name)}."
+            return Result(summary, {"entity_type": args.entity_type, "name": args.name, "schema": None})
         count = len(schema.get("properties") or {})
         summary = f"Schema of {_level(args.entity_type, args.name)}: {count} propert{'y' if count == 1 else 'ies'} described."
         return Result(summary, {"entity_type": args.entity_type, "name": args.name, "schema": schema})
@@ -145,6 +148,14 @@ class UpsertSchemas(Args):
                 "single_form",
                 "give entries, or all of entity_type, name and schema",
                 {"example": f"{ONE_ENTITY}, schema={SCHEMA_EXAMPLE}"},
+            )
+        if self.name in (".", "..") or "/" in self.name or "\\" in self.name:  # type: ignore[operator]
+            # The one-entity upload has the name in its path, where these would change the path itself.
+            raise PydanticCustomError(
+                "name_not_a_segment",
+                "this name cannot be sent in the one-schema form (it contains '/' or '\\', or is '.' or '..'); "
+                "send it in the bulk form",
+                {"example": 'entries=[{"entityType": "event", "name": "a/b", "schemaJson": {"description": "..."}}]'},
             )
         return self
 

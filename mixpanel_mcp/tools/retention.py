@@ -13,6 +13,7 @@ from pydantic_core import PydanticCustomError
 from mixpanel_mcp.client import query
 from mixpanel_mcp.client.errors import UnreadableAnswerError
 from mixpanel_mcp.tools._base import Access, Needs, Result, Run, ToolGroup
+from mixpanel_mcp.tools._empty import explain_if_empty
 from mixpanel_mcp.tools._params import DateRange, On, Where, top_limit
 
 group = ToolGroup(
@@ -30,9 +31,9 @@ class RetentionQuery(DateRange):
     event: str | None = Field(None, min_length=1, max_length=255, description="Counted event; default any.")
     born_where: str | None = Field(None, min_length=1, max_length=10_000)
     where: Where | None = None
-    interval: int | None = Field(None, ge=1, description="Units per interval.")
+    interval: int | None = Field(None, ge=1, le=90, description="Days per interval; not with unit.")
     interval_count: int | None = Field(None, ge=1, description="Intervals after interval 0.")
-    unit: Unit | None = Field(None, description="day, week or month.")
+    unit: Unit | None = Field(None, description="day|week|month; not with interval.")
     unbounded_retention: bool | None = None
     on: On | None = None
     limit: int | None = top_limit()
@@ -49,9 +50,13 @@ class RetentionQuery(DateRange):
                 "born_event and born_where apply only to birth retention",
                 {"example": "retention_type=compounded, event=Viewed report"},
             )
-        if (self.unit or "day") == "day" and self.interval is not None and self.interval > 90:
+        if self.unit is not None and self.interval is not None:
+            # Mixpanel answers 400 "unit and interval both specified".
             raise PydanticCustomError(
-                "interval_too_long", "interval may be at most 90 when unit=day", {"example": "interval=7"}
+                "unit_and_interval",
+                "give unit or interval, not both (Mixpanel refuses both): keep unit for day/week/month intervals, "
+                "or interval alone for intervals of that many days",
+                {"example": "unit=week (or interval=7)"},
             )
         return self
 
@@ -71,11 +76,15 @@ class FrequencyQuery(DateRange):
 async def query_retention(run: Run, args: RetentionQuery) -> Result:
     body = await query.retention(run.client, **args.model_dump(exclude={"operation"}))
     data = retention_table(body if isinstance(body, dict) else {}, args)
-    return Result(
+    if not data["overall"]["size"]:
+        data["empty"] = True
+    result = Result(
         summary=_retention_sentence(data, args),
         data=data,
         narrow_hint="narrow from_date/to_date, use a larger unit, or lower interval_count",
     )
+    named = [e for e in (args.born_event, args.event) if e]
+    return await explain_if_empty(run, result, events=named, from_date=args.from_date, to_date=args.to_date)
 
 
 @group.operation(
@@ -218,8 +227,7 @@ def retention_table(raw: dict[str, Any], args: RetentionQuery) -> dict[str, Any]
     overall_row = _overall(rows)
     data["intervals"] = [f"{unit} {i * step}" for i in range(len(overall_row["retained_pct"]))]
     data["overall"] = overall_row
-    data["raw"] = raw
-    return data
+    return data  # Mixpanel's answer is not repeated: the table holds all of it (an unreadable one is an error)
 
 
 def _retention_sentence(data: dict[str, Any], args: RetentionQuery) -> str:
@@ -279,7 +287,6 @@ def frequency_table(raw: dict[str, Any], args: FrequencyQuery) -> dict[str, Any]
         overall = segmented.pop("$overall", None)
         data["segments"] = {name: _periods(by_date) for name, by_date in segmented.items()}
         data["periods"] = _periods(overall) if overall is not None else _sum_periods(list(segmented.values()))
-    data["raw"] = raw
     return data
 
 

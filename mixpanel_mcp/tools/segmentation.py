@@ -9,13 +9,14 @@ from pydantic_core import PydanticCustomError
 
 from mixpanel_mcp.client import query
 from mixpanel_mcp.tools._base import Access, Needs, Result, Run, ToolGroup
+from mixpanel_mcp.tools._empty import explain_if_empty
 from mixpanel_mcp.tools._params import CountType, DateRange, EventName, On, Where, optional
-from mixpanel_mcp.tools._series import NARROW_HINT, by_date, fmt, number, series_result, tidy, with_raw
+from mixpanel_mcp.tools._series import NARROW_HINT, by_date, fmt, number, series_result, tidy
 
 group = ToolGroup(
     name="segmentation",
     title="Segmentation",
-    description="Count an event over time, optionally segmented by a property.",
+    description="Count an event over time, optionally by a property (API in maintenance mode).",
 )
 
 
@@ -81,14 +82,16 @@ async def segment(run: Run, args: Segment) -> Result:
     head = _head(args) if args.interval is None else f"{args.event}, {args.interval}-day buckets"
     fields = {"event": args.event, "type": args.type}
     period = None if args.interval else (args.unit, args.from_date, args.to_date)
-    return series_result(raw, fields, head=head, type=args.type, segmented=args.on is not None, period=period)
+    result = series_result(raw, fields, head=head, type=args.type, segmented=args.on is not None, period=period)
+    return await explain_if_empty(run, result, events=[args.event], on=args.on, from_date=args.from_date, to_date=args.to_date)
 
 
 @group.operation("numeric", Numeric, access=Access.READ, needs=Needs.QUERY, summary="counts per numeric range of on")
 async def numeric(run: Run, args: Numeric) -> Result:
     raw = await query.segmentation_on(run.client, "numeric", **args.model_dump(exclude={"operation"}))
     head = f"{_head(args)}, {args.on} in buckets"
-    return series_result(raw, {"event": args.event, "on": args.on}, head=head, type=args.type, what="bucket")
+    result = series_result(raw, {"event": args.event, "on": args.on}, head=head, type=args.type, what="bucket")
+    return await explain_if_empty(run, result, events=[args.event], on=args.on, from_date=args.from_date, to_date=args.to_date)
 
 
 async def _per_period(run: Run, kind: Literal["sum", "average"], args: Aggregate) -> tuple[Any, dict[str, Any], dict[str, Any]]:
@@ -96,6 +99,8 @@ async def _per_period(run: Run, kind: Literal["sum", "average"], args: Aggregate
     raw = await query.segmentation_on(run.client, kind, **args.model_dump(exclude={"operation"}))
     results = by_date(raw.get("results") if isinstance(raw, dict) else None)
     data: dict[str, Any] = {"results": results}
+    if not any(number(v) for v in results.values()):
+        data["empty"] = True
     if isinstance(raw, dict) and raw.get("computed_at"):
         data["computed_at"] = raw["computed_at"]
     return raw, results, data
@@ -110,7 +115,8 @@ async def sum_(run: Run, args: Aggregate) -> Result:
     if results:
         peak = max(results.items(), key=lambda kv: number(kv[1]))
         summary += f"; highest {peak[0]} ({fmt(peak[1])})"
-    return Result(summary + ".", with_raw(data, raw), narrow_hint=NARROW_HINT)
+    result = Result(summary + ".", data, narrow_hint=NARROW_HINT)  # results are Mixpanel's own, in date order
+    return await explain_if_empty(run, result, events=[args.event], on=args.on, from_date=args.from_date, to_date=args.to_date)
 
 
 @group.operation("average", Aggregate, access=Access.READ, needs=Needs.QUERY, summary="")
@@ -124,4 +130,5 @@ async def average(run: Run, args: Aggregate) -> Result:
         summary += f": from {fmt(low[1])} ({low[0]}) to {fmt(high[1])} ({high[0]}) over {len(results)} period(s)."
     else:
         summary += ": no data."
-    return Result(summary, with_raw(data, raw), narrow_hint=NARROW_HINT)
+    result = Result(summary, data, narrow_hint=NARROW_HINT)
+    return await explain_if_empty(run, result, events=[args.event], on=args.on, from_date=args.from_date, to_date=args.to_date)

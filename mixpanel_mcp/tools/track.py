@@ -52,7 +52,8 @@ class SendArgs(Args):
     events: optional(EventList) = Field(
         None,
         description="{event, properties: {distinct_id, time (ISO-8601/epoch; track: default now), "
-        "$insert_id? (default derived: resends never duplicate), ...}}.",
+        "$insert_id? (default derived from the event; Mixpanel drops a resend with the same event, distinct_id, time "
+        "and $insert_id, so give time to make a resend safe), ...}}.",
     )
     file: optional(FilePath) = Field(
         None,
@@ -167,7 +168,15 @@ async def _send(run: Run, args: SendArgs, endpoint: ingest.Endpoint) -> Result:
         await run.progress(done, total, f"{done:,} of {total:,} events sent")
 
     outcome = await ingest.send_events(run.client, endpoint, source, universe=found.universe(), progress=progress)
-    return _report(endpoint, args, found, outcome)
+    result = _report(endpoint, args, found, outcome)
+    if preparer.timed_now:
+        result.data["timed_now"] = preparer.timed_now
+        result.summary += (
+            f" {preparer.timed_now:,} event(s) had no time and were timed now: sending them again later stores them"
+            " again (Mixpanel drops only a resend with the same event, distinct_id, time and $insert_id); give time"
+            " to make a resend safe."
+        )
+    return result
 
 
 def _report(endpoint: ingest.Endpoint, args: SendArgs, found: ingest.Survey, outcome: Outcome) -> Result:
