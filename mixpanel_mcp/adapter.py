@@ -150,6 +150,12 @@ class MixpanelTool(Tool):
                     f"Not allowed: this agent has '{level}' access to {self.name}, and {name} is a {wanted.access} "
                     "operation. Nothing was sent to Mixpanel; the server's operator decides what each agent may do."
                 )
+            if name not in self.ops and settings is not None and not wanted.needs.allowed(settings):
+                record.error = "invalid_arguments"
+                raise ToolError(
+                    f"{self.name} {name} is not available: it needs {wanted.needs.settings_text}, which this server "
+                    "does not have configured. Nothing was sent to Mixpanel."
+                )
         try:
             args = self.validator_factory().validate_python(arguments)
         except ValidationError as exc:

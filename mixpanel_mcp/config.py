@@ -315,6 +315,12 @@ def is_loopback(host: str) -> bool:
 
 def _base_url(values: Mapping[str, str], name: str, default: str) -> str:
     url = values[name] or default
+    if "@" in url.partition("://")[2].partition("/")[0]:
+        # Not echoed: the user-info is a password. Sent to Mixpanel it would also displace the credentials.
+        raise ConfigError(
+            f"{name} carries a user name or password (user:password@ before the host): remove it, and give "
+            f"credentials in their own variables only. Use a form like {default}."
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range

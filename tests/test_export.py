@@ -661,7 +661,7 @@ async def test_a_project_created_before_2023_exports_local_times(double, double_
     from_date/to_date as local days (export docs); the double does the same."""
     monkeypatch.setattr(double.project, "legacy_timezone", "America/Los_Angeles")
     double.events.append(stored_event("Signed up", "u1", "2026-01-02T05:00:00"))  # Jan 1, 21:00 in Los Angeles
-    answer = httpx2.get(f"{double_url}/api/2.0/export", auth=(SA_USER, SA_SECRET),
+    answer = httpx2.get(f"{double_url}/api/2.0/export", auth=(SA_USER, SA_SECRET), headers={"Accept-Encoding": "gzip"},
                         params={"project_id": PROJECT_ID, "from_date": "2026-01-01", "to_date": "2026-01-01"})
     (line,) = answer.text.splitlines()
     assert json.loads(line)["properties"]["time"] == int(dt.datetime(2026, 1, 1, 21, tzinfo=dt.UTC).timestamp())
