@@ -7,9 +7,12 @@ a traceback or a credential.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from pydantic import ValidationError
+
+from mixpanel_mcp.text import clip, echo
 
 from mixpanel_mcp.client.errors import (
     Api,
@@ -29,6 +32,7 @@ from mixpanel_mcp.client.errors import (
     SharedStateUnavailableError,
     TransportError,
     UnexpectedAnswerError,
+    UnsendableRequestError,
     UnreadableAnswerError,
     UpstreamError,
 )
@@ -107,6 +111,11 @@ def describe_error(exc: MixpanelError) -> str:
         return (
             f"Mixpanel ({exc.api} API, {exc.endpoint}) {what} ({exc.reason}) after {exc.attempts} attempt(s).{cost} "
             "Try again in a minute; if it persists, check the network and MIXPANEL_REGION / the *_URL settings."
+        )
+    if isinstance(exc, UnsendableRequestError):
+        return (
+            f"Not sent to Mixpanel ({exc.endpoint}): {exc.reason}. Shorten the longest values (a where "
+            "expression, a list of events or values, custom properties) and try again."
         )
     if isinstance(exc, CallDeadlineError):
         during = f" while waiting on {exc.endpoint}" if exc.endpoint else ""
@@ -212,11 +221,16 @@ def _clock(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%H:%M:%S")
 
 
+MAX_ERRORS_SHOWN = 20
+_PLAIN_FIELD = re.compile(r"\(arguments\)|[A-Za-z0-9_$.\[\]-]{1,80}")
+
+
 def describe_validation(tool: str, exc: ValidationError, operations: list[str], single: bool) -> str:
     """Turn pydantic's report into: which field, why, and an example of a valid value."""
     lines = []
     operation = None
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for error in errors[:MAX_ERRORS_SHOWN]:
         loc = [str(part) for part in error["loc"]]
         if error["type"] == "union_tag_invalid" or error["type"] == "union_tag_not_found":
             lines.append(f"- operation: must be one of {', '.join(operations)}.")
@@ -224,11 +238,15 @@ def describe_validation(tool: str, exc: ValidationError, operations: list[str], 
         if not single and loc and loc[0] in operations:
             operation = loc.pop(0)
         field = ".".join(loc) or "(arguments)"
-        message = str(error["msg"])
+        if not _PLAIN_FIELD.fullmatch(field):
+            field = echo(field)  # a key the caller made up: it may be long, or hold newlines and bidi characters
+        message = clip(str(error["msg"]))
         if error["type"] == "extra_forbidden":
             message = "unknown argument; remove it (see the tool's schema for the allowed ones)"
         example = _example(error)
         lines.append(f"- {field}: {message}{example}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        lines.append(f"- and {len(errors) - MAX_ERRORS_SHOWN:,} more problem(s) of the same kinds")
     where = f"{tool} (operation '{operation}')" if operation else tool
     return f"Invalid arguments for {where}; nothing was sent to Mixpanel.\n" + "\n".join(lines)
 

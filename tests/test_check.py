@@ -147,11 +147,12 @@ def test_a_service_account_without_access_to_the_project_is_told_where_to_add_it
     assert "MIXPANEL_PROJECT_ID is the number in your project's URL" in why
 
 
-def test_a_configuration_error_exits_2_before_anything_is_sent(double, double_url, monkeypatch, capsys):
+def test_a_configuration_error_exits_1_before_anything_is_sent(double, double_url, monkeypatch, capsys):
+    """Exit status 1 on any problem, as the README says (a missing setting is one)."""
     for name in [n for n in os.environ if n.startswith("MIXPANEL_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("MIXPANEL_SERVICE_ACCOUNT_USERNAME", SA_USER)
-    assert main_check([]) == 2
+    assert main_check([]) == 1
     assert "MIXPANEL_SERVICE_ACCOUNT_SECRET" in capsys.readouterr().err
     assert double.received() == []
 
@@ -343,3 +344,17 @@ def test_the_workspace_and_the_gdpr_token_are_checked_when_configured(double, do
     gdpr = found[heading("FAILED", "GDPR token", "GDPR retrievals and deletions")]
     assert "Mixpanel refused the GDPR token (401" in gdpr and "MIXPANEL_GDPR_TOKEN" in gdpr
     assert "expired-token" not in wrong.stdout + wrong.stderr
+
+
+def test_check_sandbox_checks_the_demo_project_without_an_account(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIXPANEL_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mixpanel_mcp", "check", "--sandbox", "--sandbox-dir", str(tmp_path / "sb")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Sandbox in {(tmp_path / 'sb').resolve()}" in done.stdout
+    assert "FAILED" not in done.stdout and "[ok]" in done.stdout.lower()

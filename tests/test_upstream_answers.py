@@ -44,3 +44,14 @@ async def test_a_200_with_an_error_body_is_a_failure_on_query_endpoints(double, 
         result = await client.call_tool(tool, arguments)
     text = error_text(result)
     assert "bookmark not found in project" in text and "with an error instead of a result" in text
+
+
+async def test_arguments_too_long_for_a_url_are_refused_before_sending_not_an_internal_error(double, env):
+    long_value = "x" * 70_000  # past the 64 KB an HTTP client allows in a URL's query
+    async with stdio_client(env) as client:
+        result = await client.call_tool(
+            "flags", {"operation": "evaluate", "distinct_id": "u1", "custom_properties": {"plan": long_value}}
+        )
+    text = error_text(result)
+    assert "Not sent to Mixpanel" in text and "longer than HTTP allows" in text and "Error executing tool" not in text
+    assert len(text) < 400 and not double.received()

@@ -15,6 +15,7 @@ from mixpanel_mcp.client.errors import (
     ServerError,
     TransportError,
     UnexpectedAnswerError,
+    UnsendableRequestError,
     UpstreamError,
 )
 from mixpanel_mcp.client.http import CallStats, MixpanelClient, call_stats, raise_for_body_status
@@ -36,6 +37,7 @@ __all__ = [
     "ServerError",
     "TransportError",
     "UnexpectedAnswerError",
+    "UnsendableRequestError",
     "UpstreamError",
     "call_stats",
     "raise_for_body_status",

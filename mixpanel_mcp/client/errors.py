@@ -14,6 +14,7 @@
     ├── TransportError              no usable answer: connection failed or timed out (after retries)
     ├── BudgetExhaustedError        not sent: this project's rate budget (counted here) is spent for now
     ├── CallDeadlineError           stopped: the tool call reached its overall deadline
+    ├── UnsendableRequestError      not sent: no valid HTTP request carries these arguments (a URL too long)
     ├── SharedStateUnavailableError not sent: the state the replicas share (Redis) cannot be reached
     └── OutputFileError             not sent, or stopped: the output file cannot be written here
 """
@@ -138,6 +139,16 @@ class TransportError(MixpanelError):
         self.attempts = attempts
         self.maybe_applied = maybe_applied  # False only when no attempt ever reached Mixpanel
         self.budget = budget  # what is left of the family's rate budget after these attempts
+
+
+class UnsendableRequestError(MixpanelError):
+    """Not sent: the arguments make a request HTTP cannot carry (today: a URL component over its limit)."""
+
+    def __init__(self, *, api: Api, endpoint: str, reason: str) -> None:
+        super().__init__(f"{endpoint}: {reason}")
+        self.api = api
+        self.endpoint = endpoint
+        self.reason = reason
 
 
 class CallDeadlineError(MixpanelError):

@@ -31,12 +31,13 @@ from mixpanel_mcp.client.errors import (
     MixpanelError,
     TransportError,
     UnexpectedAnswerError,
+    UnsendableRequestError,
     UpstreamError,
     error_for_status,
 )
 from mixpanel_mcp.client.state import LocalState, State
 from mixpanel_mcp.config import Settings
-from mixpanel_mcp.text import strip_controls
+from mixpanel_mcp.text import scrub
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +93,8 @@ def error_detail(response: httpx2.Response, secrets: list[str]) -> str | None:
         text = response.text.strip() or None
     if text is None:
         return None
-    for secret in secrets:  # before cutting, so no part of a secret survives at the cut
-        text = text.replace(secret, "***")
-    return strip_controls(text)[: 500 if isinstance(body, Mapping) else 300]
+    # Scrubbed before cutting, so no part of a secret survives at the cut.
+    return scrub(text, secrets)[: 500 if isinstance(body, Mapping) else 300]
 
 
 # Reads the result cache may answer: every Query API GET, its read-only POSTs, and Lexicon GETs.
@@ -266,7 +266,12 @@ class MixpanelClient:
     ) -> tuple[Credential | None, httpx2.Request]:
         credential, auth, auth_params = self.credentials(api)
         query = {**auth_params, **{k: v for k, v in (params or {}).items() if v is not None}}
-        request = self._http.build_request(method, self.url(api, path), params=query, **kwargs)
+        try:
+            request = self._http.build_request(method, self.url(api, path), params=query, **kwargs)
+        except httpx2.InvalidURL:  # a component past the URL's limit (64 KB): nothing can be sent
+            raise UnsendableRequestError(
+                api=api, endpoint=path, reason="the arguments make a URL longer than HTTP allows"
+            ) from None
         if isinstance(auth, str):
             request.headers["Authorization"] = f"Bearer {auth}"
         elif auth is not None:
