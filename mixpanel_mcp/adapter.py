@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import httpx2
+from mcp.server.apps import client_supports_apps
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
 from mcp.server.mcpserver.tools import Tool
@@ -211,9 +212,11 @@ class MixpanelTool(Tool):
             record.outcome, record.error = "error", "refused_input"
         content: list[Any] = [TextContent(type="text", text=render(summary, data))]
         meta = None
-        spec = None if result.refused else charts.chart_spec(self.name, op.name, args, result.data)
+        view = client_supports_apps(context)  # a host that shows our chart view: it reads the description
+        spec = None if result.refused or not (want_chart or view) else charts.chart_spec(self.name, op.name, args, result.data)
         if spec is not None:
-            meta = {charts.META_KEY: spec}  # for the MCP Apps view; not part of what the agent reads
+            if view:
+                meta = {charts.META_KEY: spec}  # for the view only; hosts keep `_meta` out of the model's context
             if want_chart:
                 content.append(ImageContent(type="image", data=await _png(spec), mime_type="image/png"))
         return CallToolResult(content=content, structured_content=data, is_error=result.refused, _meta=meta)

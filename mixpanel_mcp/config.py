@@ -196,6 +196,11 @@ def load_settings(env: Mapping[str, str], overrides: Mapping[str, str | None] | 
             "(the data residency shown in your project settings)."
         ) from None
     ingestion, query, export = REGION_URLS[region]
+    if values["MIXPANEL_STARTUP_CHECK"] not in ("", "0", "1"):
+        raise ConfigError(
+            f"MIXPANEL_STARTUP_CHECK={values['MIXPANEL_STARTUP_CHECK'][:20]!r} is not 0 or 1: use 1 to check the "
+            "credentials at start-up, 0 to skip it."
+        )
 
     username = values["MIXPANEL_SERVICE_ACCOUNT_USERNAME"] or None
     sa_secret = _secret(values["MIXPANEL_SERVICE_ACCOUNT_SECRET"])

@@ -100,6 +100,9 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+SEAL_LENGTH = 6
+
+
 class Codes:
     """One-time confirmation codes: HMAC over (agent, tool, exact arguments, expiry, nonce), used once.
 
@@ -122,9 +125,14 @@ class Codes:
         message = "\n".join((agent, tool, str(expiry), nonce, arguments)).encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:24]
 
+    def _seal(self, expiry: int, nonce: str) -> str:
+        """Ends every nonce: a code altered or mistyped is told apart from one issued for another call."""
+        return hmac.new(self._key, f"seal\n{expiry}\n{nonce}".encode(), hashlib.sha256).hexdigest()[:SEAL_LENGTH]
+
     def issue(self, agent: str, tool: str, arguments: Any) -> str:
         expiry = int(self._clock() + self.ttl)
         nonce = self._key_id + secrets.token_hex(4)
+        nonce += self._seal(expiry, nonce)
         return f"{expiry:x}-{nonce}-{self._mac(agent, tool, canonical(arguments), expiry, nonce)}"
 
     async def redeem(
@@ -147,8 +155,15 @@ class Codes:
                 "it was issued by another server process, or by this one before it restarted (codes are signed with a "
                 "key of their own): ask again with the same call for a new code"
             )
+        sealed, seal = nonce[:-SEAL_LENGTH], nonce[-SEAL_LENGTH:].lower()
+        if len(sealed) <= len(self._key_id) or not hmac.compare_digest(self._seal(expiry, sealed), seal):
+            return "it is not the code as issued (changed or mistyped): ask again with the same call for a new code"
         if expiry < self._clock():
-            return "it has expired"
+            expired_at = time.strftime("%H:%M:%S UTC", time.gmtime(expiry))
+            return (
+                f"it expired at {expired_at} (a code is valid for {self.ttl / 60:g} minutes): ask again with the same "
+                "call for a new code"
+            )
         expected = self._mac(agent, tool, canonical(arguments), expiry, nonce)
         if not hmac.compare_digest(expected, mac.lower()):
             return "it was issued for other arguments (a code confirms only the exact call it was given for)"

@@ -7,9 +7,12 @@ a traceback or a credential.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from pydantic import ValidationError
+
+from mixpanel_mcp.text import clip, echo
 
 from mixpanel_mcp.client.errors import (
     Api,
@@ -229,11 +232,16 @@ def _clock(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%H:%M:%S")
 
 
+MAX_ERRORS_SHOWN = 20
+_PLAIN_FIELD = re.compile(r"\(arguments\)|[A-Za-z0-9_$.\[\]-]{1,80}")
+
+
 def describe_validation(tool: str, exc: ValidationError, operations: list[str], single: bool) -> str:
     """Turn pydantic's report into: which field, why, and an example of a valid value."""
     lines = []
     operation = None
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for error in errors[:MAX_ERRORS_SHOWN]:
         loc = [str(part) for part in error["loc"]]
         if error["type"] == "union_tag_invalid" or error["type"] == "union_tag_not_found":
             lines.append(f"- operation: must be one of {', '.join(operations)}.")
@@ -241,11 +249,15 @@ def describe_validation(tool: str, exc: ValidationError, operations: list[str], 
         if not single and loc and loc[0] in operations:
             operation = loc.pop(0)
         field = ".".join(loc) or "(arguments)"
-        message = str(error["msg"])
+        if not _PLAIN_FIELD.fullmatch(field):
+            field = echo(field)  # a key the caller made up: it may be long, or hold newlines and bidi characters
+        message = clip(str(error["msg"]))
         if error["type"] == "extra_forbidden":
             message = "unknown argument; remove it (see the tool's schema for the allowed ones)"
         example = _example(error)
         lines.append(f"- {field}: {message}{example}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        lines.append(f"- and {len(errors) - MAX_ERRORS_SHOWN:,} more problem(s) of the same kinds")
     where = f"{tool} (operation '{operation}')" if operation else tool
     return f"Invalid arguments for {where}; nothing was sent to Mixpanel.\n" + "\n".join(lines)
 

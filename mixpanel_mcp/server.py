@@ -92,8 +92,9 @@ def configure_logging(secrets: Iterable[str], loggers: Iterable[str] = ("",)) ->
     everything else the server sends (`scrubber` is the one list of the process's secrets)."""
     # httpx2 logs every request URL at INFO; quiet it so nothing upstream-related is logged by default.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
-    # The SDK logs "Terminating session" for every stateless HTTP request.
-    logging.getLogger("mcp.server.streamable_http_manager").setLevel(logging.WARNING)
+    # The SDK logs "Terminating session: None" for every stateless HTTP request (and its manager, each start).
+    for sdk_logger in ("mcp.server.streamable_http", "mcp.server.streamable_http_manager"):
+        logging.getLogger(sdk_logger).setLevel(logging.WARNING)
     secret_filter = SecretFilter(secrets)
     for name in loggers:
         for handler in logging.getLogger(name).handlers:

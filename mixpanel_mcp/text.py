@@ -26,6 +26,24 @@ def strip_controls(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
+MAX_ECHO_CHARS = 200
+
+
+def echo(value: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """Input shown back to whoever sent it: on one line (so it cannot forge lines of our own), without control
+    or bidi characters, clipped to `limit` characters with its full length said, and quoted."""
+    text = strip_controls(value).replace("\n", " ").replace("\t", " ")
+    if len(text) > limit:
+        text = f"{text[:limit]}… ({len(value):,} characters)"
+    return json.dumps(text, ensure_ascii=False)
+
+
+def clip(value: str, limit: int = 300) -> str:
+    """Our own text that may quote input: on one line, cleaned, clipped with its full length said."""
+    text = strip_controls(value).replace("\n", " ").replace("\t", " ")
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(value):,} characters)"
+
+
 def secret_forms(secret: str) -> list[str]:
     """A secret as it could appear in text: raw, URL-encoded, JSON-escaped, and base64 (standard and URL-safe)
     at each of the three alignments, so it is found alone and inside any `user:secret` pair."""

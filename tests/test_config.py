@@ -357,3 +357,9 @@ def test_user_info_in_a_base_url_is_refused_naming_the_variable_and_never_echoed
     message = config_error({**TOKEN_ONLY, name: url})
     assert message.startswith(f"{name} carries a user name or password")
     assert "pw-s3cret" not in message
+
+
+@pytest.mark.parametrize("value", ["maybe", "yes", "2"])
+def test_startup_check_is_0_or_1(value):
+    assert config_error({**TOKEN_ONLY, "MIXPANEL_STARTUP_CHECK": value}).startswith(f"MIXPANEL_STARTUP_CHECK={value!r} is not 0 or 1")
+    load_settings({**TOKEN_ONLY, "MIXPANEL_STARTUP_CHECK": "0"})

@@ -143,7 +143,7 @@ async def test_a_code_expires(double, double_url):
         fresh = late.structured_content["confirm"]
         now[0] += 299
         in_time = await client.call_tool("engage", {**DELETE_U1, "confirm": fresh})
-    assert "it has expired" in error_text(late)
+    assert "it expired at " in error_text(late)
     assert structured(in_time)["updates_sent"] == 1
     assert len(double.received("/engage")) == 1
 
@@ -211,3 +211,34 @@ async def test_a_code_outlives_the_local_process_that_issued_it(double, env, tmp
         foreign = await elsewhere.call_tool("engage", {**DELETE_U1, "confirm": code})
     assert "it was issued by another server process" in error_text(foreign)
     assert len(double.received("/engage")) == 1
+
+
+async def test_each_refused_code_gets_its_own_true_reason():
+    """Foreign, altered, expired and other-call codes are told apart, each with what to do next."""
+    now = [1_800_000_000.0]
+    key = b"k" * 32
+    codes = Codes(ttl=300, clock=lambda: now[0], key=key)
+    spent: set[str] = set()
+
+    async def spend(token: str, until: float) -> bool:
+        fresh = token not in spent
+        spent.add(token)
+        return fresh
+
+    call = ("local", "engage", {"operation": "delete", "distinct_id": "u-1"})
+    code = codes.issue(*call)
+    expiry, nonce, mac = code.split("-")
+    flipped = nonce[:-1] + ("0" if nonce[-1] != "0" else "1")
+    assert "not the code as issued" in await codes.redeem(f"{expiry}-{flipped}-{mac}", *call, spend)
+    longer = f"{int(expiry, 16) + 3600:x}"  # a later expiry written in by hand
+    assert "not the code as issued" in await codes.redeem(f"{longer}-{nonce}-{mac}", *call, spend)
+    other = await codes.redeem(code, "local", "engage", {"operation": "delete", "distinct_id": "u-2"}, spend)
+    assert "issued for other arguments" in other
+    foreign = Codes(ttl=300, clock=lambda: now[0], key=b"o" * 32)
+    assert "another server process" in await foreign.redeem(code, *call, spend)
+    now[0] += 301
+    late = await codes.redeem(code, *call, spend)
+    assert late.startswith("it expired at ") and "5 minutes" in late and "ask again" in late
+    now[0] -= 301
+    assert await codes.redeem(code, *call, spend) is None
+    assert await codes.redeem(code, *call, spend) == "it was already used"

@@ -62,20 +62,39 @@ def index_of(record: dict) -> int:
 async def test_twelve_thousand_events_through_faults_arrive_exactly_once(double, env):
     n = 12_000
     events = [event(i) for i in range(n)]
-    # Applied to requests in the order they arrive, whichever batch they carry.
-    double.fail("/import", 500)
-    double.fail("/import", drop=True)  # stored by the double, then the connection is cut
-    double.fail("/import", 429, headers={"Retry-After": "0"})
-    double.fail("/import", 503)
+    # Applied to the six first requests in the order they arrive, whichever batch they carry. They are held
+    # until all six have arrived, so no retry (or half of the split) can arrive in between and take a fault.
+    release = threading.Event()
+    double.fail("/import", 500, hold=release)
+    double.fail("/import", drop=True, hold=release)  # stored by the double, then the connection is cut
+    double.fail("/import", 429, headers={"Retry-After": "0"}, hold=release)
+    double.fail("/import", 503, hold=release)
     # Last, so that no fault is left for the two halves it causes.
-    double.fail("/import", 413, body={"code": 413, "error": "request exceeds max limit", "status": "Request Entity Too Large"})
+    double.fail(
+        "/import", 413, body={"code": 413, "error": "request exceeds max limit", "status": "Request Entity Too Large"},
+        hold=release,
+    )
+    double.fail("/import", 0, hold=release)  # the sixth goes through
     progress: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(done: float, total: float | None, message: str | None) -> None:
         progress.append((done, total, message))
 
-    async with stdio_client(env) as client:
-        result = await client.call_tool("track", {"operation": "import", "events": events}, progress_callback=on_progress)
+    results = []
+    try:
+        async with stdio_client(env) as client:
+            async with anyio.create_task_group() as group:
+
+                async def send() -> None:
+                    arguments = {"operation": "import", "events": events}
+                    results.append(await client.call_tool("track", arguments, progress_callback=on_progress))
+
+                group.start_soon(send)
+                await wait_until(lambda: len(double.received("/import")) >= 6)
+                release.set()
+    finally:
+        release.set()
+    (result,) = results
 
     data = structured(result)
     assert (data["events_sent"], data["stored"], data["failed"]) == (n, n, 0)
