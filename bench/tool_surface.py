@@ -3,7 +3,7 @@
     python bench/tool_surface.py
 
 Tokens are estimated as bytes/4 (compact JSON, as clients send it to the model). The budget: aim under
-3,000 tokens for every operation, 5,100 at most (5,000 before the `chart` argument of the five report tools).
+3,000 tokens for every operation, 5,000 at most.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> None:
         print(f"{tool['name']:<14}{size:>8}{size // 4:>9}{schema:>8}{len(tool.get('description', '')):>7}")
     operations = sum(len(t["inputSchema"]["properties"].get("operation", {}).get("enum", [None])) for t in tools)
     print(f"{'total':<14}{whole:>8}{whole // 4:>9}   ({len(tools)} tools, {operations} operations)")
-    print(f"budget: aim 3,000 tokens, at most 5,100 -> {whole // 4 / 3000:.2f}x of the aim, {whole // 4 / 5100:.2f}x of the most")
+    print(f"budget: aim 3,000 tokens, at most 5,000 -> {whole // 4 / 3000:.2f}x of the aim, {whole // 4 / 5000:.2f}x of the most")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ SANDBOX_WITHOUT_JQL = (
     "JQL is not offered in the sandbox: the local demo project runs no JavaScript. Use segmentation, funnels, "
     "retention, events or export, or run JQL against your own project."
 )
-CONFIRM_SCHEMA = {"type": "string", "description": "Code given by a refused destructive call."}
+# No description: the refusal that hands out a code says how to use it, and the field is in nine tools.
+CONFIRM_SCHEMA = {"type": "string"}
 # Taken by the report operations (charts.CHARTED); off by default because an image costs the agent's context.
 CHART_FIELD = "chart"
 CHART_SCHEMA = {"type": "boolean", "description": "Also a PNG chart; costs context."}

@@ -83,7 +83,7 @@ async def test_engage_call_over_http_reaches_the_double(double, http_server, mod
     assert f"http-{mode}" in result.content[0].text
     (request,) = double.received("/engage")
     assert request.method == "POST"
-    assert request.query == {"verbose": "1"}
+    assert request.query == {"verbose": "1", "ip": "0"}  # ip=0: not geolocated from this server's address
     assert "authorization" not in request.headers
     assert request.json() == [
         {"$token": TOKEN, "$distinct_id": f"http-{mode}", "$set": {"plan": "team", "seats": 3}, "$ip": "0"}

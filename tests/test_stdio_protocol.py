@@ -34,11 +34,28 @@ def test_malformed_lines_get_their_jsonrpc_error_and_the_server_carries_on(env):
     lines += [line for line, _, _ in MALFORMED]
     lines.append(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode())
     lines.append(json.dumps({"jsonrpc": "2.0", "id": "after", "method": "ping"}).encode())
-    server = subprocess.run(
-        [sys.executable, "-m", "mixpanel_mcp"], input=b"\n".join(lines) + b"\n", capture_output=True, env=env,
-        cwd=str(ROOT), timeout=120,
+    # stdin stays open until the last answer is in: closing it ends the session, and the SDK then cancels
+    # whatever it has not answered yet, so an early close would make the test depend on the machine's speed.
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mixpanel_mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, env=env, cwd=str(ROOT),
     )
-    answers = [json.loads(line) for line in server.stdout.splitlines()]
+    try:
+        assert server.stdin is not None and server.stdout is not None
+        server.stdin.write(b"\n".join(lines) + b"\n")
+        server.stdin.flush()
+        answers = []
+        while not any(a.get("id") == "after" for a in answers):
+            line = server.stdout.readline()  # the server answers every line; EOF means it died
+            assert line, f"the server closed stdout after {len(answers)} answer(s)"
+            answers.append(json.loads(line))
+    finally:
+        if server.stdin is not None:
+            server.stdin.close()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
     by_id = {a.get("id"): a for a in answers if a.get("id") in ("init", "after")}
     assert "result" in by_id["init"] and by_id["after"] == {"jsonrpc": "2.0", "id": "after", "result": {}}
     errors = [a for a in answers if a.get("id") not in ("init", "after")]

@@ -108,8 +108,9 @@ def listish(value: Any) -> Any:
 
 
 Date = Annotated[str, BeforeValidator(_date)]
-FromDate = Annotated[Date, Field(description="yyyy-mm-dd, inclusive.", examples=["2026-01-01"])]
-ToDate = Annotated[Date, Field(description="yyyy-mm-dd, inclusive.", examples=["2026-01-31"])]
+# `format: date` says yyyy-mm-dd in a few bytes; that ranges are inclusive is said once, in the server's instructions.
+FromDate = Annotated[Date, Field(json_schema_extra={"format": "date"}, examples=["2026-01-01"])]
+ToDate = Annotated[Date, Field(json_schema_extra={"format": "date"}, examples=["2026-01-31"])]
 DistinctId = Annotated[
     str, Field(min_length=1, max_length=255, description="The user's distinct_id."), AfterValidator(_id)
 ]
