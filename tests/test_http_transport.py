@@ -86,7 +86,7 @@ async def test_engage_call_over_http_reaches_the_double(double, http_server, mod
     assert request.query == {"verbose": "1", "ip": "0"}  # ip=0: not geolocated from this server's address
     assert "authorization" not in request.headers
     assert request.json() == [
-        {"$token": TOKEN, "$distinct_id": f"http-{mode}", "$set": {"plan": "team", "seats": 3}, "$ip": "0"}
+        {"$token": TOKEN, "$distinct_id": f"http-{mode}", "$set": {"plan": "team", "seats": 3}, "$ignore_time": True, "$ip": "0"}
     ]
     assert double.profiles == {f"http-{mode}": {"plan": "team", "seats": 3}}
 
