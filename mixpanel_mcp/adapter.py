@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import httpx2
+from mcp.server.apps import client_supports_apps
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
 from mcp.server.mcpserver.tools import Tool
@@ -149,6 +150,12 @@ class MixpanelTool(Tool):
                     f"Not allowed: this agent has '{level}' access to {self.name}, and {name} is a {wanted.access} "
                     "operation. Nothing was sent to Mixpanel; the server's operator decides what each agent may do."
                 )
+            if name not in self.ops and settings is not None and not wanted.needs.allowed(settings):
+                record.error = "invalid_arguments"
+                raise ToolError(
+                    f"{self.name} {name} is not available: it needs {wanted.needs.settings_text}, which this server "
+                    "does not have configured. Nothing was sent to Mixpanel."
+                )
         try:
             args = self.validator_factory().validate_python(arguments)
         except ValidationError as exc:
@@ -205,9 +212,11 @@ class MixpanelTool(Tool):
             record.outcome, record.error = "error", "refused_input"
         content: list[Any] = [TextContent(type="text", text=render(summary, data))]
         meta = None
-        spec = None if result.refused else charts.chart_spec(self.name, op.name, args, result.data)
+        view = client_supports_apps(context)  # a host that shows our chart view: it reads the description
+        spec = None if result.refused or not (want_chart or view) else charts.chart_spec(self.name, op.name, args, result.data)
         if spec is not None:
-            meta = {charts.META_KEY: spec}  # for the MCP Apps view; not part of what the agent reads
+            if view:
+                meta = {charts.META_KEY: spec}  # for the view only; hosts keep `_meta` out of the model's context
             if want_chart:
                 content.append(ImageContent(type="image", data=await _png(spec), mime_type="image/png"))
         return CallToolResult(content=content, structured_content=data, is_error=result.refused, _meta=meta)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 from mixpanel_mcp.client import MixpanelError, TransportError, UpstreamError
-from mixpanel_mcp.text import strip_controls
+from mixpanel_mcp.text import scrubber, strip_controls
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class AuditLog:
     def write(self, record: Record) -> None:
         if self._stream is None:
             return
-        line = record.line()
+        line = scrubber.text(record.line())
         try:
             with self._lock:
                 self._stream.write(line + "\n")

@@ -18,7 +18,8 @@ What each probe sends (and costs of the project's budgets):
     GDPR token        GET the status of a retrieval job that does not exist, with the project token: the token is
                       accepted, and nothing is started.
 
-A credential refused (401/403) on the configured region is tried on the other regions' hosts (when the hosts are
+A credential refused (401/403), or a project answered with 400 "invalid project id for cluster" (what the Query and
+Export hosts say of a project of another region), on the configured region is tried on the other regions' hosts (when the hosts are
 Mixpanel's own, not overridden): an EU project queried on the US host is the most common mistake.
 
 `quick=True` (the server's start-up warnings) sends only what spends no rate budget: the /import probes.
@@ -66,7 +67,8 @@ from mixpanel_mcp.config import (
     load_redis,
     load_settings,
 )
-from mixpanel_mcp.errors import describe_error
+from mixpanel_mcp.errors import describe_error, wrong_cluster
+from mixpanel_mcp.text import scrubber
 
 logger = logging.getLogger("mixpanel_mcp.check")
 
@@ -210,7 +212,8 @@ class Checker:
         """The probe on the configured hosts; when refused (401/403), on the other regions' too."""
         settings = self.only(credential)
         outcome = await self.attempt(settings, probe)
-        if not isinstance(outcome.error, (AuthenticationError, PermissionDeniedError)) or not self.on_own_hosts():
+        refused = isinstance(outcome.error, (AuthenticationError, PermissionDeniedError))
+        if not (refused or (outcome.error is not None and wrong_cluster(outcome.error))) or not self.on_own_hosts():
             return outcome
         for region, (ingestion, query_url, export) in self.hosts.items():
             if region == self.settings.region:
@@ -661,22 +664,36 @@ def check_parser() -> argparse.ArgumentParser:
         description="Try every configured Mixpanel credential with the cheapest request that proves it, and say what "
         "works, what does not, and how to fix it. It spends 1 Query API request per service account or API secret, "
         "1 export and 1 Lexicon request (and one more query in each other region when a credential is refused in "
-        "its own). Exit status: 0 all good, 1 a problem found, 2 a configuration error.",
+        "its own). Exit status: 0 all good, 1 any problem (a configuration error too). With --sandbox it checks the "
+        "local demo project instead, which needs no account.",
     )
     p.add_argument("--region", choices=[r.value for r in Region], help="overrides MIXPANEL_REGION")
     p.add_argument("--project-id", help="overrides MIXPANEL_PROJECT_ID")
     p.add_argument("--redis-url", metavar="URL", help="overrides MIXPANEL_MCP_REDIS_URL: the Redis to check")
+    p.add_argument("--sandbox", action="store_true", help="check the local demo project (what mixpanel-mcp --sandbox serves)")
+    p.add_argument("--sandbox-dir", metavar="DIR", help="the sandbox's folder (default: the per-user one)")
     return p
+
+
+def _redis_secrets(url: str | None) -> list[str]:
+    try:
+        redis = load_redis(os.environ, url)
+    except ConfigError:
+        return []  # reported by redis_finding, without the URL
+    return redis.secrets() if redis is not None else []
 
 
 def main_check(argv: Sequence[str], *, hosts: Hosts = REGION_URLS) -> int:
     args = check_parser().parse_args(list(argv))
+    if args.sandbox:
+        return _check_sandbox(args.sandbox_dir, hosts)
     try:
         settings = load_settings(os.environ, {"MIXPANEL_REGION": args.region, "MIXPANEL_PROJECT_ID": args.project_id})
     except ConfigError as exc:
         print(f"mixpanel-mcp check: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     shared = redis_finding(os.environ, args.redis_url)
+    scrubber.add([*settings.secrets(), *_redis_secrets(args.redis_url)])
 
     async def check() -> list[Finding]:
         if shared is None or shared.failed:
@@ -694,6 +711,27 @@ def main_check(argv: Sequence[str], *, hosts: Hosts = REGION_URLS) -> int:
     findings = anyio.run(check)
     if shared is not None:
         findings.append(shared)
+    print(scrubber.text(render(settings, findings)))
+    return exit_code(findings)
+
+
+def _check_sandbox(directory: str | None, hosts: Hosts) -> int:
+    """The same checks against the local demo project: whether the sandbox opens and answers every API."""
+    import sqlite3
+
+    from mixpanel_mcp.sandbox import open_sandbox
+
+    try:
+        sandbox = open_sandbox(directory)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"mixpanel-mcp check: cannot open the sandbox: {exc}", file=sys.stderr)
+        return 1
+    try:
+        settings = sandbox.settings()
+        findings = anyio.run(lambda: run_check(settings, sandbox.transport(), hosts=hosts))
+    finally:
+        sandbox.close()
+    print(f"Sandbox in {sandbox.directory}: {sandbox.describe()}.")
     print(render(settings, findings))
     return exit_code(findings)
 

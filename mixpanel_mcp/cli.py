@@ -5,8 +5,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import signal
+import socket
 import sys
 from typing import TYPE_CHECKING
 
@@ -14,7 +17,7 @@ from mixpanel_mcp import __version__
 from mixpanel_mcp.audit import AuditLog
 from mixpanel_mcp.client.state import open_state
 from mixpanel_mcp.config import REDIS_URL_VAR, ENV_VARS, ConfigError, default_sandbox_dir, is_loopback, load_redis
-from mixpanel_mcp.confirm import check_secret, shared_codes
+from mixpanel_mcp.confirm import check_secret, local_codes, shared_codes
 from mixpanel_mcp.policy import (
     GROUPS,
     Policy,
@@ -68,6 +71,11 @@ several replicas (pip install 'mixpanel-mcp[redis]'):
   MIXPANEL_MCP_SECRET_KEY             32+ random characters, the same on every replica (required with Redis
                                       over HTTP): a code issued by one replica is accepted by another
   MIXPANEL_MCP_REDIS_LEASE            seconds a stopped replica's slots stay taken (30)
+
+hosted under uvicorn (uvicorn --factory mixpanel_mcp.asgi:create_app; see the README):
+  MIXPANEL_MCP_POLICY                 the policy file (required: every caller needs an agent key)
+  MIXPANEL_MCP_AUDIT_LOG              append one JSON line per tool call to this file ('-': stderr)
+  MIXPANEL_MCP_WORKERS                without Redis: how many processes share the rate limits
 
 check the credentials:
   mixpanel-mcp check                  what works, what does not, and the exact fix (exit 1 on a problem)
@@ -228,6 +236,9 @@ def main(argv: list[str] | None = None) -> None:
                 "python -c \"import secrets; print(secrets.token_urlsafe(32))\""
             )
         codes = shared_codes(check_secret(secret, SECRET_VAR)) if secret else None
+        if codes is None and not hosted:
+            # A local install keeps its key beside the sandbox's data: a code outlives the process that issued it.
+            codes = local_codes(default_sandbox_dir().parent)
         state = open_state(redis)
     except (ConfigError, ValueError) as exc:
         print(f"mixpanel-mcp: configuration error: {exc}", file=sys.stderr)
@@ -265,7 +276,12 @@ def open_sandbox(args: argparse.Namespace, policy: Policy | None) -> Sandbox:
         "nothing is sent to Mixpanel.",
         file=sys.stderr,
     )
-    ignored = [name for name in ENV_VARS if os.environ.get(name, "").strip()]
+    # A setting at its default changes nothing, so ignoring it is not worth a word (the bundle always sends a region).
+    defaults = {"MIXPANEL_REGION": "us"}
+    ignored = [
+        name for name in ENV_VARS
+        if (value := os.environ.get(name, "").strip()) and value.lower() != defaults.get(name)
+    ]
     ignored += [flag for flag, value in (("--region", args.region), ("--project-id", args.project_id)) if value is not None]
     if ignored:
         print(
@@ -311,6 +327,9 @@ def serve(
         sandbox.add_reports_resource(server)
     configure_logging([*([secret] if secret else []), *(scrub or [])])  # the Redis password among them
     if args.transport == "stdio":
+        stop_at_once_on_interrupt()
+        if sys.stdin.isatty():  # a person started it in a terminal, not a client
+            print(STDIO_HINT, file=sys.stderr, flush=True)
         server.run()
         return
     try:
@@ -320,8 +339,48 @@ def serve(
         raise SystemExit(2) from None
     if hosted and policy is not None and not policy.agents:
         logger.warning("The policy defines no agents: every request will be refused (401).")
+    problem = port_problem(args.host, args.port)
+    if problem:
+        print(f"mixpanel-mcp: cannot listen on {args.host}:{args.port}: {problem}. Choose another --port.", file=sys.stderr)
+        raise SystemExit(2)
     logger.info("Serving Streamable HTTP on http://%s:%d/mcp", args.host, args.port)
     serve_http(server, args.host, args.port, hosted=hosted)
+
+
+STDIO_HINT = (
+    "mixpanel-mcp: waiting for an MCP client on stdin. This is the stdio transport: an MCP client (Claude "
+    "Desktop, Claude Code, VS Code, Cursor) starts this command itself; see 'Use it from an MCP client' in the "
+    "README. Ctrl-C stops it."
+)
+
+
+def stop_at_once_on_interrupt() -> None:
+    """Ctrl-C ends a stdio server at once and quietly. The SDK's own handling waits for the thread reading
+    stdin, which never returns while a terminal is attached, and a second Ctrl-C prints a traceback."""
+
+    def stop(signum: int, frame: object) -> None:
+        sys.stderr.write("mixpanel-mcp: stopped.\n")
+        sys.stderr.flush()
+        logging.shutdown()  # the audit log and every handler flushed
+        os._exit(0)
+
+    signal.signal(signal.SIGINT, stop)
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (taken, not an address of this machine), or None."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"the address cannot be resolved ({exc.strerror})"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no obstacle
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return "the port is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+    return None
 
 
 __all__ = ["ENV_VARS", "main"]

@@ -196,6 +196,11 @@ def load_settings(env: Mapping[str, str], overrides: Mapping[str, str | None] | 
             "(the data residency shown in your project settings)."
         ) from None
     ingestion, query, export = REGION_URLS[region]
+    if values["MIXPANEL_STARTUP_CHECK"] not in ("", "0", "1"):
+        raise ConfigError(
+            f"MIXPANEL_STARTUP_CHECK={values['MIXPANEL_STARTUP_CHECK'][:20]!r} is not 0 or 1: use 1 to check the "
+            "credentials at start-up, 0 to skip it."
+        )
 
     username = values["MIXPANEL_SERVICE_ACCOUNT_USERNAME"] or None
     sa_secret = _secret(values["MIXPANEL_SERVICE_ACCOUNT_SECRET"])
@@ -315,6 +320,12 @@ def is_loopback(host: str) -> bool:
 
 def _base_url(values: Mapping[str, str], name: str, default: str) -> str:
     url = values[name] or default
+    if "@" in url.partition("://")[2].partition("/")[0]:
+        # Not echoed: the user-info is a password. Sent to Mixpanel it would also displace the credentials.
+        raise ConfigError(
+            f"{name} carries a user name or password (user:password@ before the host): remove it, and give "
+            f"credentials in their own variables only. Use a form like {default}."
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range

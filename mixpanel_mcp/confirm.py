@@ -16,9 +16,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from mcp.server.context import ServerRequestContext
@@ -31,6 +34,8 @@ from pydantic import BaseModel, Field
 
 from mixpanel_mcp.policy import current_grant
 from mixpanel_mcp.text import strip_controls
+
+logger = logging.getLogger(__name__)
 
 CODE_TTL = 300.0  # seconds a confirmation code stays valid
 REQUEST_STATE_TTL = 600.0  # seconds a client has to answer a question asked through InputRequiredResult
@@ -95,6 +100,9 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+SEAL_LENGTH = 6
+
+
 class Codes:
     """One-time confirmation codes: HMAC over (agent, tool, exact arguments, expiry, nonce), used once.
 
@@ -110,14 +118,21 @@ class Codes:
         self.ttl = ttl
         self._clock = clock
         self._key = key or secrets.token_bytes(32)
+        # Leads every nonce: a code signed with another key (another server, or one since restarted) is told apart.
+        self._key_id = hmac.new(self._key, b"key-id", hashlib.sha256).hexdigest()[:4]
 
     def _mac(self, agent: str, tool: str, arguments: str, expiry: int, nonce: str) -> str:
         message = "\n".join((agent, tool, str(expiry), nonce, arguments)).encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:24]
 
+    def _seal(self, expiry: int, nonce: str) -> str:
+        """Ends every nonce: a code altered or mistyped is told apart from one issued for another call."""
+        return hmac.new(self._key, f"seal\n{expiry}\n{nonce}".encode(), hashlib.sha256).hexdigest()[:SEAL_LENGTH]
+
     def issue(self, agent: str, tool: str, arguments: Any) -> str:
         expiry = int(self._clock() + self.ttl)
-        nonce = secrets.token_hex(4)
+        nonce = self._key_id + secrets.token_hex(4)
+        nonce += self._seal(expiry, nonce)
         return f"{expiry:x}-{nonce}-{self._mac(agent, tool, canonical(arguments), expiry, nonce)}"
 
     async def redeem(
@@ -135,11 +150,23 @@ class Codes:
             expiry = int(expiry_text, 16)
         except ValueError:
             return "it is not a confirmation code"
+        if not nonce.startswith(self._key_id):
+            return (
+                "it was issued by another server process, or by this one before it restarted (codes are signed with a "
+                "key of their own): ask again with the same call for a new code"
+            )
+        sealed, seal = nonce[:-SEAL_LENGTH], nonce[-SEAL_LENGTH:].lower()
+        if len(sealed) <= len(self._key_id) or not hmac.compare_digest(self._seal(expiry, sealed), seal):
+            return "it is not the code as issued (changed or mistyped): ask again with the same call for a new code"
+        if expiry < self._clock():
+            expired_at = time.strftime("%H:%M:%S UTC", time.gmtime(expiry))
+            return (
+                f"it expired at {expired_at} (a code is valid for {self.ttl / 60:g} minutes): ask again with the same "
+                "call for a new code"
+            )
         expected = self._mac(agent, tool, canonical(arguments), expiry, nonce)
         if not hmac.compare_digest(expected, mac.lower()):
             return "it was issued for other arguments (a code confirms only the exact call it was given for)"
-        if expiry < self._clock():
-            return "it has expired"
         # What is remembered is a digest of the code, never the code itself.
         token = hashlib.sha256(f"{expiry_text}-{nonce}-{mac.lower()}".encode()).hexdigest()[:32]
         if not await spend(token, expiry):
@@ -161,6 +188,36 @@ def check_secret(secret: str, name: str) -> str:
             "replica (make one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\")."
         )
     return secret
+
+
+KEY_FILE = "confirmation.key"
+
+
+def local_codes(folder: Path, ttl: float = CODE_TTL) -> Codes:
+    """Codes signed with a key kept in `folder` (created once, readable by its owner only), so a code issued by
+    one local server process is accepted by the next: some clients start a server per call. A key file that
+    others could read, or none that can be made, falls back to a key of this process alone."""
+    path = folder / KEY_FILE
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(handle, "wb") as f:
+                f.write(secrets.token_bytes(32))
+        if os.name == "posix" and path.stat().st_mode & 0o077:
+            logger.warning("%s can be read by others: confirmation codes use a key of this process instead", path)
+            return Codes(ttl)
+        key = path.read_bytes()
+    except OSError as exc:
+        logger.warning("cannot keep a confirmation key in %s (%s): codes are valid in this process only", path, exc)
+        return Codes(ttl)
+    if len(key) < 32:
+        logger.warning("%s is not a key this server made: codes are valid in this process only", path)
+        return Codes(ttl)
+    return Codes(ttl, key=key)
 
 
 def shared_codes(secret: str, ttl: float = CODE_TTL) -> Codes:

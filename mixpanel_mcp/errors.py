@@ -7,9 +7,12 @@ a traceback or a credential.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from pydantic import ValidationError
+
+from mixpanel_mcp.text import clip, echo
 
 from mixpanel_mcp.client.errors import (
     Api,
@@ -191,10 +194,21 @@ def describe_error(exc: MixpanelError) -> str:
         return f"Mixpanel accepted the request but stored nothing ({exc.endpoint}).{said} Fix the data and send again."
     if isinstance(exc, BadRequestError) and exc.status == 200:
         return f"Mixpanel answered {exc.endpoint} with an error instead of a result.{said} Fix the arguments; do not retry as is."
+    if wrong_cluster(exc):
+        return (
+            f"The project lives in another data-residency region than the host asked (400 on {exc.endpoint}).{said} "
+            "Set MIXPANEL_REGION to the project's region (eu or in; us is the default; `mixpanel-mcp check` finds "
+            "it). Events sent meanwhile to another region's ingestion host were accepted there but never show up."
+        )
     return (
         f"Mixpanel rejected the request ({exc.status} on {exc.endpoint}).{said} Fix the arguments; do not retry as is."
         + _WHERE_TO_FIND.get(exc.endpoint, "")
     )
+
+
+def wrong_cluster(exc: MixpanelError) -> bool:
+    """Mixpanel's answer to a project of another region on the Query and Export hosts (a 400, not a 401)."""
+    return isinstance(exc, BadRequestError) and "invalid project id for cluster" in (exc.detail or "").lower()
 
 
 # Ids an agent cannot guess: where to find them, for a refusal of the endpoint that takes them.
@@ -218,11 +232,16 @@ def _clock(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%H:%M:%S")
 
 
+MAX_ERRORS_SHOWN = 20
+_PLAIN_FIELD = re.compile(r"\(arguments\)|[A-Za-z0-9_$.\[\]-]{1,80}")
+
+
 def describe_validation(tool: str, exc: ValidationError, operations: list[str], single: bool) -> str:
     """Turn pydantic's report into: which field, why, and an example of a valid value."""
     lines = []
     operation = None
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for error in errors[:MAX_ERRORS_SHOWN]:
         loc = [str(part) for part in error["loc"]]
         if error["type"] == "union_tag_invalid" or error["type"] == "union_tag_not_found":
             lines.append(f"- operation: must be one of {', '.join(operations)}.")
@@ -230,11 +249,15 @@ def describe_validation(tool: str, exc: ValidationError, operations: list[str], 
         if not single and loc and loc[0] in operations:
             operation = loc.pop(0)
         field = ".".join(loc) or "(arguments)"
-        message = str(error["msg"])
+        if not _PLAIN_FIELD.fullmatch(field):
+            field = echo(field)  # a key the caller made up: it may be long, or hold newlines and bidi characters
+        message = clip(str(error["msg"]))
         if error["type"] == "extra_forbidden":
             message = "unknown argument; remove it (see the tool's schema for the allowed ones)"
         example = _example(error)
         lines.append(f"- {field}: {message}{example}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        lines.append(f"- and {len(errors) - MAX_ERRORS_SHOWN:,} more problem(s) of the same kinds")
     where = f"{tool} (operation '{operation}')" if operation else tool
     return f"Invalid arguments for {where}; nothing was sent to Mixpanel.\n" + "\n".join(lines)
 

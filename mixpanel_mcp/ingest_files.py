@@ -14,12 +14,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mixpanel_mcp.client.events import Record, RecordError
+
+# Mixpanel takes events of up to 1 MB each; a line longer than that cannot be an event (and a file with no
+# newline at all, /dev/zero behind a symlink, would otherwise be read into memory whole).
+MAX_LINE_BYTES = 1 << 20
+MAX_FILE_BYTES = 1 << 30  # 1 GiB in one call; split larger files (an import of that size takes a while anyway)
 
 FORMATS = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json", ".csv": "csv"}
 CSV_FIELDS = ("event", "distinct_id", "time", "$insert_id")
@@ -51,11 +58,7 @@ def read_records(path: str) -> Iterator[Record]:
     kind = file_format(path)
     if kind is None:
         raise FileProblem(f"unknown file type '{Path(path).suffix}': use .ndjson, .jsonl, .json or .csv")
-    resolved = Path(path).expanduser()
-    try:
-        handle = resolved.open("rb")
-    except OSError as exc:
-        raise FileProblem(f"cannot open it ({exc.strerror or type(exc).__name__})") from None
+    handle = open_regular(path)
     with handle:
         if kind == "csv":
             yield from _csv(handle)
@@ -69,6 +72,58 @@ def read_records(path: str) -> Iterator[Record]:
             yield from _ndjson(handle)
 
 
+def open_regular(path: str, max_bytes: int = MAX_FILE_BYTES) -> Any:
+    """The file at `path` opened for reading, if it is a regular file of at most `max_bytes`; else FileProblem.
+
+    Opened without blocking, so a FIFO is refused instead of waiting for a writer; checked on the open handle,
+    so what is checked is what is read.
+    """
+    try:
+        fd = os.open(Path(path).expanduser(), os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise FileProblem(f"cannot open it ({exc.strerror or type(exc).__name__})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise FileProblem("it is not a regular file (a device, FIFO, socket or directory): give the path of a file")
+    if info.st_size > max_bytes:
+        os.close(fd)
+        raise FileProblem(f"it is {info.st_size:,} bytes, over the {max_bytes:,} bytes read in one call: split it")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _lines(handle: Any) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) for each line; None for a line over MAX_LINE_BYTES (the rest of it is skipped)."""
+    number = 0
+    while True:
+        raw = handle.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while (rest := handle.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass
+            yield number, None
+            continue
+        yield number, raw
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """True when a string in `value` holds half of a UTF-16 pair ("\\ud800" in JSON): it is not text."""
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v) for v in value)
+    return False
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE_REASON = "holds a lone UTF-16 surrogate (such as \\ud800), which is not text; fix or remove it"
+
+
 def _opens_array(handle: Any) -> bool:
     start = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
     handle.seek(0)
@@ -77,7 +132,11 @@ def _opens_array(handle: Any) -> bool:
 
 def _ndjson(handle: Any) -> Iterator[Record]:
     index = 0
-    for number, raw in enumerate(handle, start=1):
+    for number, raw in _lines(handle):
+        if raw is None:
+            yield index, number, RecordError(None, f"line {number} is over {MAX_LINE_BYTES:,} bytes, more than an event may be")
+            index += 1
+            continue
         if not raw.strip():
             continue
         try:
@@ -86,6 +145,9 @@ def _ndjson(handle: Any) -> Iterator[Record]:
             record = RecordError(None, f"line {number} is not UTF-8 text")
         except ValueError as exc:
             record = _malformed(number, getattr(exc, "msg", str(exc)))
+        else:
+            if b"\\u" in raw and _lone_surrogate(record):
+                record = RecordError(None, f"line {number} {SURROGATE_REASON}")
         yield index, number, record
         index += 1
 
@@ -130,6 +192,8 @@ def _json_array(text: str) -> Iterator[Record]:
                 return
             position = resume.end() - 1
             continue
+        if _lone_surrogate(record):
+            record = RecordError(None, f"line {line} {SURROGATE_REASON}")
         yield index, line, record
         index += 1
         position = _SPACE.match(text, end).end()

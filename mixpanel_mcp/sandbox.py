@@ -10,6 +10,7 @@ in the way; the result cache is off (answers are computed locally and are cheap)
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -174,6 +175,53 @@ def _add_experimentation(state: DoubleState, store: SqliteStore, now: dt.datetim
     store.set(EXPERIMENTATION_SEEDED, now.isoformat())
 
 
+EXTENDED_TO = "demo_events_until"  # epoch seconds: the demo's own events exist up to this moment
+REPEAT_DAYS = 28  # the demo's days after seeding repeat the same weekday four weeks earlier
+
+
+def _keep_current(state: DoubleState, store: SqliteStore, now: dt.datetime) -> None:
+    """Carry the demo's own story forward to `now`, so "today" and "the last 7 days" always have data.
+
+    Deterministic: the seeded story is generated again from its seed and end day, the rest of the seeding day
+    is added as it was written, and each later day repeats the same weekday four weeks earlier (times shifted,
+    $insert_ids derived from the original and the shift). Only demo events are added; nothing written by the
+    user is read or changed.
+    """
+    seeded_at, seed = store.get("seeded_at"), store.get("seed")
+    if seeded_at is None or seed is None:
+        return
+    seeded = dt.datetime.fromisoformat(seeded_at)
+    since = float(store.get(EXTENDED_TO) or seeded.timestamp())
+    until = now.timestamp()
+    if until <= since:
+        return
+    end = seeded.date()
+    first_repeated = end - dt.timedelta(days=REPEAT_DAYS - 1)
+    added = []
+    for event in generate(end, int(seed), project_id=PROJECT.project_id).events:
+        at = event["properties"]["time"]
+        shifts = [0] if at > seeded.timestamp() else []
+        if _day(at) >= first_repeated:
+            shifts += range(1, int((until - at) // (REPEAT_DAYS * 86_400)) + 1)
+        for m in shifts:
+            moved = at + m * REPEAT_DAYS * 86_400
+            if since < moved <= until:
+                added.append(_shifted(event, m))
+    with state.lock:
+        state.events.extend(sorted(added, key=lambda e: e["properties"]["time"]))
+        store.save(state)
+    store.set(EXTENDED_TO, repr(until))
+
+
+def _shifted(event: dict[str, Any], periods: int) -> dict[str, Any]:
+    if not periods:
+        return event
+    properties = dict(event["properties"])
+    properties["time"] += periods * REPEAT_DAYS * 86_400
+    properties["$insert_id"] = hashlib.sha256(f"{properties['$insert_id']}:{periods}".encode()).hexdigest()[:32]
+    return {"event": event["event"], "properties": properties}
+
+
 def open_sandbox(directory: str | Path | None = None, *, now: dt.datetime | None = None, seed: int = DEFAULT_SEED) -> Sandbox:
     """The sandbox in `directory` (default: the per-user folder): loaded, or seeded when new. Raises OSError or
     sqlite3.Error when the folder or its file cannot be used."""
@@ -202,6 +250,7 @@ def open_sandbox(directory: str | Path | None = None, *, now: dt.datetime | None
         store.load(state)
         if store.get(EXPERIMENTATION_SEEDED) is None:  # made by an earlier version: add what it did not have
             _add_experimentation(state, store, now or dt.datetime.now(dt.UTC))
+        _keep_current(state, store, now or dt.datetime.now(dt.UTC))
     state.store = store
     return Sandbox(directory=folder.resolve(), state=state, store=store, seeded=seeded)
 

@@ -125,11 +125,14 @@ NO_CONFIRM = Path(__file__).parent / "policies" / "no-confirm.toml"
 
 
 @asynccontextmanager
-async def stdio_client(env: dict[str, str], *args: str, confirm: bool = False) -> AsyncIterator[Client]:
-    """The real server, `python -m mixpanel_mcp ARGS`, over stdio. confirm=True: the default configuration."""
+async def stdio_client(
+    env: dict[str, str], *args: str, confirm: bool = False, extensions: list[Any] | None = None
+) -> AsyncIterator[Client]:
+    """The real server, `python -m mixpanel_mcp ARGS`, over stdio. confirm=True: the default configuration.
+    extensions: client extensions to advertise (e.g. MCP Apps)."""
     flags = list(args) if confirm else ["--policy", str(NO_CONFIRM), *args]
     params = StdioServerParameters(command=sys.executable, args=["-m", "mixpanel_mcp", *flags], env=env)
-    async with Client(params) as client:
+    async with Client(params, extensions=extensions) as client:
         yield client
 
 

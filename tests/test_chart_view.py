@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from mcp.client.extension import ClientExtension
+from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
 
 from mixpanel_mcp.charts import META_KEY, VIEW_MIME, VIEW_URI
 from tests.conftest import stdio_client, stored_event, structured
@@ -29,6 +31,15 @@ BROWSER_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+class AppsHost(ClientExtension):
+    """A client that says it shows MCP Apps views, as a host with the extension does at initialize."""
+
+    identifier = EXTENSION_ID
+
+    def settings(self) -> dict:
+        return {"mimeTypes": [APP_MIME_TYPE]}
+
 
 # The host: a sandboxed iframe (scripts only, opaque origin, as hosts run views) and the host's half of
 # JSON-RPC over postMessage. Every message from the view is kept in window.received for the test to read.
@@ -76,7 +87,7 @@ async def test_view_draws_a_real_result_with_hover_toggle_and_bar_switch(double,
         for i in range(3):
             double.events.append(stored_event("Open", f"a{i}", f"2026-04-{day}T10:0{i}:00", os="ios"))
         double.events.append(stored_event("Open", "b", f"2026-04-{day}T11:00:00", os="android"))
-    async with stdio_client(env) as client:
+    async with stdio_client(env, extensions=[AppsHost()]) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         read = await client.read_resource(VIEW_URI)
         result = await client.call_tool(

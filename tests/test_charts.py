@@ -16,6 +16,7 @@ from mixpanel_mcp.charts import META_KEY
 from mixpanel_mcp.charts.png import PALETTE
 from mixpanel_mcp.charts.spec import TOP_SERIES, _folded
 from tests.conftest import error_text, stdio_client, stored_event, structured
+from tests.test_chart_view import AppsHost
 
 ARTEFACTS = Path(__file__).parent / "artefacts"  # gitignored: charts a person can look at after a run
 PERIOD = {"from_date": "2026-03-01", "to_date": "2026-03-03"}
@@ -77,7 +78,7 @@ def test_dates_with_a_midnight_time_are_shown_as_days():
 @pytest.mark.asyncio
 async def test_segmentation_chart_draws_the_higher_series_higher(double, env):
     taps(double)
-    async with stdio_client(env) as client:
+    async with stdio_client(env, extensions=[AppsHost()]) as client:  # a host that shows the chart view
         listed = {t.name: t for t in (await client.list_tools()).tools}
         result = await client.call_tool(
             "segmentation", {"operation": "segment", "event": "Tap", "on": 'properties["country"]', "chart": True, **PERIOD}
@@ -128,18 +129,20 @@ async def test_funnel_bars_retention_heat_and_event_counts(double, env):
         )
         counts = await client.call_tool("events", {"operation": "counts", "event": ["Tap"], "chart": True, **PERIOD})
         wrong = await client.call_tool("segmentation", {"operation": "sum", "event": "Tap", "on": "x", "chart": True, **PERIOD})
-    for name, result, kind in (
-        ("funnel.png", funnel, "funnel"),
-        ("retention.png", retention, "heat"),
-        ("frequency.png", frequency, "heat"),
-        ("counts.png", counts, "line"),
-    ):
+    for name, result in (("funnel.png", funnel), ("retention.png", retention), ("frequency.png", frequency), ("counts.png", counts)):
         png, image = image_of(result)
         save(name, png)
         assert image.size == (800, 450)
-        assert result.meta[META_KEY]["kind"] == kind
-    funnel_spec = funnel.meta[META_KEY]
-    assert funnel_spec["labels"] == ["1. Tap", "2. Tap"]
+        assert not (result.meta or {}).get(META_KEY)  # a client without MCP Apps gets nothing for the view
+    # Bar heights follow the step counts: measured from the common baseline (the bars' lowest row).
+    counts_by_step = [s["count"] for s in structured(funnel)["steps"]]
+    assert counts_by_step[0] > counts_by_step[1] > 0
+    _, image = image_of(funnel)
+    first, second = (rows_of(image.crop((x, 0, x + 200, 450)), PALETTE[0], right=200) for x in (110, 505))
+    base = max(first)
+    assert max(second) == base
+    ratio = (base - min(second)) / (base - min(first))
+    assert abs(ratio - counts_by_step[1] / counts_by_step[0]) < 0.05
     assert error_text(wrong).startswith("Invalid arguments for segmentation: chart")
     assert "segment only" in error_text(wrong)
 

@@ -147,11 +147,12 @@ def test_a_service_account_without_access_to_the_project_is_told_where_to_add_it
     assert "MIXPANEL_PROJECT_ID is the number in your project's URL" in why
 
 
-def test_a_configuration_error_exits_2_before_anything_is_sent(double, double_url, monkeypatch, capsys):
+def test_a_configuration_error_exits_1_before_anything_is_sent(double, double_url, monkeypatch, capsys):
+    """Exit status 1 on any problem, as the README says (a missing setting is one)."""
     for name in [n for n in os.environ if n.startswith("MIXPANEL_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("MIXPANEL_SERVICE_ACCOUNT_USERNAME", SA_USER)
-    assert main_check([]) == 2
+    assert main_check([]) == 1
     assert "MIXPANEL_SERVICE_ACCOUNT_SECRET" in capsys.readouterr().err
     assert double.received() == []
 
@@ -343,3 +344,47 @@ def test_the_workspace_and_the_gdpr_token_are_checked_when_configured(double, do
     gdpr = found[heading("FAILED", "GDPR token", "GDPR retrievals and deletions")]
     assert "Mixpanel refused the GDPR token (401" in gdpr and "MIXPANEL_GDPR_TOKEN" in gdpr
     assert "expired-token" not in wrong.stdout + wrong.stderr
+
+
+def test_check_sandbox_checks_the_demo_project_without_an_account(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIXPANEL_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mixpanel_mcp", "check", "--sandbox", "--sandbox-dir", str(tmp_path / "sb")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Sandbox in {(tmp_path / 'sb').resolve()}" in done.stdout
+    assert "FAILED" not in done.stdout and "[ok]" in done.stdout.lower()
+
+
+@pytest.mark.asyncio
+async def test_a_project_of_another_cluster_is_a_400_on_query_hosts_and_check_finds_its_region():
+    """The live Query/Export hosts answer a project of another data residency with 400 "invalid project id for
+    cluster" (not 401), and the US ingestion host accepts its data, which never shows up."""
+    import httpx2
+
+    from mixpanel_mcp.client import BadRequestError
+    from mixpanel_mcp.errors import describe_error
+
+    project = Project(region="eu")
+    us, eu = DoubleState(project, region="us"), DoubleState(project)
+    with running(us) as us_url, running(eu) as eu_url:
+        regions = {Region.US: hosts(us_url), Region.EU: hosts(eu_url)}
+        settings = load_settings(server_env(us_url, MIXPANEL_PROJECT_TOKEN=None))
+        findings = await run_check(settings, hosts=regions)
+        answer = httpx2.get(f"{us_url}/api/query/events/names", params={"project_id": PROJECT_ID, "type": "general"}, auth=(SA_USER, SA_SECRET))
+        now = int(time.time())
+        event = {"event": "E", "properties": {"distinct_id": "u1", "time": now, "$insert_id": "i-1"}}
+        imported = httpx2.post(f"{us_url}/import", params={"strict": "1", "project_id": PROJECT_ID}, json=[event], auth=(SA_USER, SA_SECRET))
+    assert answer.status_code == 400 and answer.json()["error"] == "Invalid project id for cluster"
+    assert imported.status_code == 200 and us.events == [] and eu.events == []
+    account = findings[0]
+    assert account.status is Status.FAILED and account.region is Region.EU
+    assert "Refused by the US host (400 on /events/names)" in account.why
+    assert account.fix.startswith("set MIXPANEL_REGION=eu")
+    error = BadRequestError(api=None, status=400, detail="Invalid project id for cluster", credential=None, endpoint="/segmentation")
+    text = describe_error(error)
+    assert "another data-residency region" in text and "MIXPANEL_REGION" in text and "eu or in" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -60,6 +61,10 @@ def test_help_lists_the_flags_and_the_variables():
     assert out.startswith("usage: mixpanel-mcp ")
     for name in ENV_VARS:
         assert name in out, name
+    # Every MIXPANEL_MCP_* variable the package reads, as the README promises.
+    package = Path(__file__).resolve().parent.parent / "mixpanel_mcp"
+    read = {m for f in package.rglob("*.py") for m in re.findall(r"MIXPANEL_MCP_[A-Z_]+[A-Z]", f.read_text())}
+    assert read and read <= set(re.findall(r"MIXPANEL_MCP_[A-Z_]+[A-Z]", out)), read
     assert done.stderr == b""
 
 
@@ -175,3 +180,46 @@ def test_stdio_stdout_carries_only_protocol_messages(double, double_url):
     assert len(double.received("/engage")) == 2  # the 503, then the retry
     assert "retrying" in err.decode()  # the log line exists, and went to stderr
     assert TOKEN not in err.decode()
+
+
+def test_in_a_terminal_stdio_says_what_it_waits_for_and_ctrl_c_stops_it_at_once(tmp_path):
+    import pty
+    import signal
+
+    main_end, terminal = pty.openpty()  # stdin is a terminal, as when a person runs the README's command
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mixpanel_mcp", "--sandbox", "--sandbox-dir", str(tmp_path / "sandbox")],
+        env=clean_env(), stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    )
+    os.close(terminal)
+    try:
+        # Waits on what the server says (a cold start on a busy machine takes seconds); the limit ends a broken run.
+        lines = []
+        while not any(b"waiting for an MCP client on stdin" in line for line in lines):
+            lines += read_lines(process.stderr, 1, timeout=120)
+        hint = b"".join(lines).decode()
+        assert "Use it from an MCP client" in hint and "Ctrl-C stops it" in hint
+        process.send_signal(signal.SIGINT)  # one Ctrl-C
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        os.close(main_end)
+    assert process.returncode == 0
+    assert b"mixpanel-mcp: stopped." in err and b"Traceback" not in err
+
+
+def test_http_with_the_port_taken_says_so_and_never_claims_to_serve(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli(
+            "--sandbox", "--sandbox-dir", str(tmp_path / "sandbox"), "--transport", "http", "--port", str(port),
+            env=clean_env(),
+        )
+    err = done.stderr.decode()
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}: the port is already in use" in err
+    assert "Serving" not in err

@@ -348,3 +348,18 @@ def test_flags_and_experiments_need_a_workspace_and_gdpr_needs_both_tokens():
     gdpr_only = load_settings({**SERVICE_ACCOUNT, "MIXPANEL_GDPR_TOKEN": "g"})
     assert gdpr_only.can_gdpr is False  # the GDPR API names the project by its token
     assert load_settings({**SERVICE_ACCOUNT, "MIXPANEL_GDPR_TOKEN": "g", "MIXPANEL_PROJECT_TOKEN": "t"}).can_gdpr is True
+
+
+@pytest.mark.parametrize("name", ["MIXPANEL_INGESTION_URL", "MIXPANEL_QUERY_URL", "MIXPANEL_EXPORT_URL"])
+@pytest.mark.parametrize("url", ["https://user:pw-s3cret@eu.mixpanel.com/api", "https://pw-s3cret@host.example", "http://a:pw-s3cret@127.0.0.1:1"])
+def test_user_info_in_a_base_url_is_refused_naming_the_variable_and_never_echoed(name, url):
+    """It once showed in the project resource and in check, and displaced the service account (every query 401)."""
+    message = config_error({**TOKEN_ONLY, name: url})
+    assert message.startswith(f"{name} carries a user name or password")
+    assert "pw-s3cret" not in message
+
+
+@pytest.mark.parametrize("value", ["maybe", "yes", "2"])
+def test_startup_check_is_0_or_1(value):
+    assert config_error({**TOKEN_ONLY, "MIXPANEL_STARTUP_CHECK": value}).startswith(f"MIXPANEL_STARTUP_CHECK={value!r} is not 0 or 1")
+    load_settings({**TOKEN_ONLY, "MIXPANEL_STARTUP_CHECK": "0"})

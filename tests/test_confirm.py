@@ -143,7 +143,7 @@ async def test_a_code_expires(double, double_url):
         fresh = late.structured_content["confirm"]
         now[0] += 299
         in_time = await client.call_tool("engage", {**DELETE_U1, "confirm": fresh})
-    assert "it has expired" in error_text(late)
+    assert "it expired at " in error_text(late)
     assert structured(in_time)["updates_sent"] == 1
     assert len(double.received("/engage")) == 1
 
@@ -194,3 +194,51 @@ async def test_a_reply_that_does_not_fit_the_question_is_said_plainly(double, en
     assert error_text(result).startswith("Not done: the client's reply to the confirmation question did not fit its form")
     assert "Resolver" not in error_text(result)
     assert double.received() == []
+
+
+async def test_a_code_outlives_the_local_process_that_issued_it(double, env, tmp_path):
+    """Some clients start one stdio server per call: the local key is kept in a file only its owner can read."""
+    local = {**env, "XDG_DATA_HOME": str(tmp_path)}
+    async with stdio(local) as first:
+        code = (await first.call_tool("engage", DELETE_U1)).structured_content["confirm"]
+    key = tmp_path / "mixpanel-mcp" / "confirmation.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    async with stdio(local) as second:
+        confirmed = await second.call_tool("engage", {**DELETE_U1, "confirm": code})
+    assert structured(confirmed)["updates_sent"] == 1
+    # Another key (another install, or a hosted replica without the shared secret) is named for what it is.
+    async with stdio({**env, "XDG_DATA_HOME": str(tmp_path / "other")}) as elsewhere:
+        foreign = await elsewhere.call_tool("engage", {**DELETE_U1, "confirm": code})
+    assert "it was issued by another server process" in error_text(foreign)
+    assert len(double.received("/engage")) == 1
+
+
+async def test_each_refused_code_gets_its_own_true_reason():
+    """Foreign, altered, expired and other-call codes are told apart, each with what to do next."""
+    now = [1_800_000_000.0]
+    key = b"k" * 32
+    codes = Codes(ttl=300, clock=lambda: now[0], key=key)
+    spent: set[str] = set()
+
+    async def spend(token: str, until: float) -> bool:
+        fresh = token not in spent
+        spent.add(token)
+        return fresh
+
+    call = ("local", "engage", {"operation": "delete", "distinct_id": "u-1"})
+    code = codes.issue(*call)
+    expiry, nonce, mac = code.split("-")
+    flipped = nonce[:-1] + ("0" if nonce[-1] != "0" else "1")
+    assert "not the code as issued" in await codes.redeem(f"{expiry}-{flipped}-{mac}", *call, spend)
+    longer = f"{int(expiry, 16) + 3600:x}"  # a later expiry written in by hand
+    assert "not the code as issued" in await codes.redeem(f"{longer}-{nonce}-{mac}", *call, spend)
+    other = await codes.redeem(code, "local", "engage", {"operation": "delete", "distinct_id": "u-2"}, spend)
+    assert "issued for other arguments" in other
+    foreign = Codes(ttl=300, clock=lambda: now[0], key=b"o" * 32)
+    assert "another server process" in await foreign.redeem(code, *call, spend)
+    now[0] += 301
+    late = await codes.redeem(code, *call, spend)
+    assert late.startswith("it expired at ") and "5 minutes" in late and "ask again" in late
+    now[0] -= 301
+    assert await codes.redeem(code, *call, spend) is None
+    assert await codes.redeem(code, *call, spend) == "it was already used"

@@ -14,9 +14,9 @@ async def test_set_sends_one_update_with_token_and_no_http_auth(double, env):
     assert data["updates_sent"] == 1
     (request,) = double.received("/engage")
     assert request.method == "POST"
-    assert request.query["verbose"] == "1"
+    assert request.query == {"verbose": "1", "ip": "0"}
     assert "authorization" not in request.headers
-    assert request.json() == [{"$token": TOKEN, "$distinct_id": "u42", "$set": {"plan": "pro"}, "$ip": "0"}]
+    assert request.json() == [{"$token": TOKEN, "$distinct_id": "u42", "$set": {"plan": "pro"}, "$ignore_time": True, "$ip": "0"}]
     assert double.profiles["u42"] == {"plan": "pro"}
 
 
@@ -62,6 +62,7 @@ async def test_batch_of_any_size_goes_2000_per_request_and_keeps_each_profiles_o
 
     assert structured(groups)["applied"] == 2001
     assert sorted(len(r.json()) for r in double.received("/groups")) == [1, 2000]
+    assert all(r.query == {"verbose": "1", "ip": "0"} for r in double.received("/groups"))  # no geolocation of the server
     assert double.group_profiles[("company", "c2000")] == {"seats": 2000}
 
 
@@ -83,8 +84,8 @@ async def test_add_is_in_doubt_after_a_dropped_connection_and_not_resent_while_s
     first, resent, add, set_dropped, set_again = double.received("/engage")
     assert [next(k for k in u if k in ("$set", "$add", "$union", "$set_once")) for u in first.json()] == ["$set", "$add", "$union", "$set_once"]
     assert resent.json() == [
-        {"$token": TOKEN, "$distinct_id": "u1", "$set": {"plan": "pro"}, "$ip": "0"},
-        {"$token": TOKEN, "$distinct_id": "u2", "$set_once": {"first": "2026-01-01"}, "$ip": "0"},
+        {"$token": TOKEN, "$distinct_id": "u1", "$set": {"plan": "pro"}, "$ignore_time": True, "$ip": "0"},
+        {"$token": TOKEN, "$distinct_id": "u2", "$set_once": {"first": "2026-01-01"}, "$ignore_time": True, "$ip": "0"},
     ]
     # Applied once each: by the request whose answer was lost.
     assert double.profiles["u1"] == {"plan": "pro", "credits": 5}
@@ -100,7 +101,7 @@ async def test_add_is_in_doubt_after_a_dropped_connection_and_not_resent_while_s
     assert "were not: check those profiles" in text
 
     # A single $add: one request, then in doubt; a single $set: resent after the drop.
-    assert add.json() == [{"$token": TOKEN, "$distinct_id": "u3", "$add": {"credits": 1}, "$ip": "0"}]
+    assert add.json() == [{"$token": TOKEN, "$distinct_id": "u3", "$add": {"credits": 1}, "$ignore_time": True, "$ip": "0"}]
     assert double.profiles["u3"] == {"credits": 1}
     assert structured(single_add)["in_doubt"] == 1 and "mixpanel" not in structured(single_add)
     assert single_add.content[0].text.startswith("add on user u3 is in doubt: the request failed after it may have reached Mixpanel")
@@ -119,3 +120,31 @@ async def test_updates_that_keep_failing_are_reported_with_what_to_do(double, en
     assert "Mixpanel had a server error (503 on /engage) after 5 attempt(s)" in data["stopped_by"]
     assert len(double.received("/engage")) == 5  # the first try and four retries
     assert double.profiles == {}
+
+
+async def test_an_agents_edit_leaves_last_seen_and_a_delete_by_alias_can_spare_the_original(double, env):
+    """$ignore_time (default on) and $ignore_alias, and the double's Mixpanel behaviour without them."""
+    double.events.append({"event": "$create_alias", "properties": {"distinct_id": "u1", "alias": "u1-dup", "time": 1}})
+    double.profiles = {"u1": {"plan": "pro"}, "u1-dup": {"plan": "free"}}
+    async with stdio_client(env) as client:
+        quiet = await client.call_tool("engage", {"operation": "set", "distinct_id": "u1", "properties": {"a": 1}})
+        seen = await client.call_tool("engage", {"operation": "set", "distinct_id": "u2", "properties": {"a": 1}, "ignore_time": False})
+        spared = await client.call_tool("engage", {"operation": "delete", "distinct_id": "u1-dup", "ignore_alias": True})
+        batch = await client.call_tool("engage", {"operation": "batch", "updates": [
+            {"operation": "set", "distinct_id": "u3", "properties": {"a": 1}},
+            {"operation": "delete", "distinct_id": "u4"},
+        ]})
+    for result in (quiet, seen, spared, batch):
+        structured(result)
+    wire = [u for r in double.received("/engage") for u in r.json()]
+    assert [(u["$distinct_id"], u.get("$ignore_time"), u.get("$ignore_alias")) for u in wire] == [
+        ("u1", True, None), ("u2", None, None), ("u1-dup", None, True), ("u3", True, None), ("u4", None, None),
+    ]
+    assert "$last_seen" not in double.profiles["u1"] and "$last_seen" in double.profiles["u2"]
+    assert set(double.profiles) == {"u1", "u2", "u3"}  # u1-dup's own profile deleted, u1 spared
+
+    # Without $ignore_alias, Mixpanel deletes the profile the alias points to.
+    double.profiles["u1-dup"] = {"plan": "free"}
+    async with stdio_client(env) as client:
+        structured(await client.call_tool("engage", {"operation": "delete", "distinct_id": "u1-dup"}))
+    assert "u1" not in double.profiles and "u1-dup" in double.profiles

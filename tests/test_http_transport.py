@@ -158,3 +158,34 @@ def test_a_body_over_4_mib_is_refused(double, http_server):
     assert response.status_code == 200
     assert message(response)["result"]["isError"] is False
     assert len(double.received("/engage")) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_stateless_request_logs_no_session_ending(double, double_url, tmp_path):
+    import os
+
+    from tests.conftest import server_env
+    from tests.harness import http_server as serve
+
+    with serve({**os.environ, **server_env(double_url)}, log_dir=tmp_path) as served:
+        async with Client(served.url) as client:
+            await client.list_tools()
+            await client.call_tool("events", {"operation": "names"})
+        log = served.stderr()
+    assert "Terminating session" not in log
+
+
+def test_legacy_requests_log_no_session_ending_either(double, double_url, tmp_path):
+    """Raw legacy-era POSTs (as the MCP Inspector sends them) go through the SDK's per-request transport, which
+    logs "Terminating session: None" at INFO for each one; INFO lines do reach the log."""
+    import os
+
+    from tests.conftest import server_env
+    from tests.harness import http_server as serve
+
+    with serve({**os.environ, **server_env(double_url)}, log_dir=tmp_path) as served:
+        for id_ in (1, 2):
+            assert message(post(served.url, {**INITIALIZE, "id": id_}))["id"] == id_
+        log = served.stderr()
+    assert "Serving Streamable HTTP on" in log
+    assert "Terminating session" not in log

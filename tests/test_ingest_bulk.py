@@ -62,20 +62,39 @@ def index_of(record: dict) -> int:
 async def test_twelve_thousand_events_through_faults_arrive_exactly_once(double, env):
     n = 12_000
     events = [event(i) for i in range(n)]
-    # Applied to requests in the order they arrive, whichever batch they carry.
-    double.fail("/import", 500)
-    double.fail("/import", drop=True)  # stored by the double, then the connection is cut
-    double.fail("/import", 429, headers={"Retry-After": "0"})
-    double.fail("/import", 503)
+    # Applied to the six first requests in the order they arrive, whichever batch they carry. They are held
+    # until all six have arrived, so no retry (or half of the split) can arrive in between and take a fault.
+    release = threading.Event()
+    double.fail("/import", 500, hold=release)
+    double.fail("/import", drop=True, hold=release)  # stored by the double, then the connection is cut
+    double.fail("/import", 429, headers={"Retry-After": "0"}, hold=release)
+    double.fail("/import", 503, hold=release)
     # Last, so that no fault is left for the two halves it causes.
-    double.fail("/import", 413, body={"code": 413, "error": "request exceeds max limit", "status": "Request Entity Too Large"})
+    double.fail(
+        "/import", 413, body={"code": 413, "error": "request exceeds max limit", "status": "Request Entity Too Large"},
+        hold=release,
+    )
+    double.fail("/import", 0, hold=release)  # the sixth goes through
     progress: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(done: float, total: float | None, message: str | None) -> None:
         progress.append((done, total, message))
 
-    async with stdio_client(env) as client:
-        result = await client.call_tool("track", {"operation": "import", "events": events}, progress_callback=on_progress)
+    results = []
+    try:
+        async with stdio_client(env) as client:
+            async with anyio.create_task_group() as group:
+
+                async def send() -> None:
+                    arguments = {"operation": "import", "events": events}
+                    results.append(await client.call_tool("track", arguments, progress_callback=on_progress))
+
+                group.start_soon(send)
+                await wait_until(lambda: len(double.received("/import")) >= 6)
+                release.set()
+    finally:
+        release.set()
+    (result,) = results
 
     data = structured(result)
     assert (data["events_sent"], data["stored"], data["failed"]) == (n, n, 0)
@@ -119,7 +138,8 @@ async def test_track_sends_thousands_in_batches_with_the_token_in_each(double, e
     async with stdio_client(env) as client:
         result = await client.call_tool("track", {"operation": "track", "events": events})
     data = structured(result)
-    assert (data["stored"], data["batches"], data["requests"]) == (4500, 3, 3)
+    assert (data["accepted"], data["batches"], data["requests"]) == (4500, 3, 3)
+    assert "stored" not in data and "not that each was stored" in result.content[0].text
     batches = wire_events(double, "/track")
     assert sorted(len(b) for b in batches) == [500, 2000, 2000]
     assert all(e["properties"]["token"] == TOKEN for b in batches for e in b)
@@ -221,14 +241,14 @@ RULES = [
     ({"event": "E", "properties": {"distinct_id": "u1", "time": FUTURE}}, "properties.time", "more than an hour in the future"),
     ({"event": "E", "properties": {"distinct_id": "u1", "time": "yesterday"}}, "properties.time", "time must be ISO-8601"),
     ({"event": "E", "properties": {"distinct_id": "u1", "time": OLD, "blob": "x" * 1_100_000}}, None, "at most 1 MB per event"),
-    ({"event": "E", "properties": {"distinct_id": "u1", "time": OLD, **{f"p{i}": i for i in range(254)}}}, "properties", "at most 255"),
+    ({"event": "E", "properties": {"distinct_id": "u1", "time": OLD, **{f"p{i}": i for i in range(254)}}}, "properties", "fewer than 255"),
     ({"event": "E", "properties": {"distinct_id": "u1", "time": OLD, "deep": {"a": {"b": {"c": {"d": 1}}}}}}, "properties.deep", "nested deeper than 3"),
     ({"event": "E", "properties": {"distinct_id": "u1", "time": OLD, "token": "t"}}, "properties.token", "remove token"),
     ({"event": "$merge", "properties": {"distinct_id": "u1", "time": OLD}}, "event", "send $merge with its own operation"),
     ({"event": "E", "properties": {"distinct_id": "u1", "time": OLD}, "extra": 1}, "extra", "unknown key 'extra'"),
     ({"event": "", "properties": {"distinct_id": "u1", "time": OLD}}, "event", "event is required"),
     ({"event": "E"}, "properties", "properties is required"),
-    ({"event": "ok too", "properties": {"distinct_id": "u2", "time": OLD, "deep": {"a": {"b": {"c": 1}}}, **{f"p{i}": i for i in range(251)}}}, None, None),
+    ({"event": "ok too", "properties": {"distinct_id": "u2", "time": OLD, "deep": {"a": {"b": {"c": 1}}}, **{f"p{i}": i for i in range(250)}}}, None, None),
 ]
 
 
@@ -261,7 +281,7 @@ async def test_each_rule_is_reported_per_record_and_nothing_is_sent_unless_asked
     assert [e["event"] for e in request.json()] == ["ok", "ok too"]
 
     data = structured(old)
-    assert data["stored"] == 1 and data["invalid_records"] == [
+    assert data["accepted"] == 1 and data["invalid_records"] == [
         {"index": 1, "field": "properties.time", "message": data["invalid_records"][0]["message"]}
     ]
     assert "more than 5 days ago; /track refuses it: use operation import" in data["invalid_records"][0]["message"]
@@ -478,7 +498,7 @@ async def test_insert_ids_are_stable_and_derived_from_content():
     again = ingest.Preparer("import", NOW * 1000).prepare({"event": record["event"], "properties": dict(reversed(record["properties"].items()))})[2]
     one, two, three = (json.loads(b)["properties"]["$insert_id"] for b in (first, twin, again))
     assert one != two and one == three  # key order does not matter; occurrence does
-    content = {k: v for k, v in json.loads(first)["properties"].items() if k != "$insert_id"}
+    content = {k: v for k, v in json.loads(first)["properties"].items() if k not in ("$insert_id", "ip")}
     assert one == ingest.derive_insert_id(record["event"], content) and two == ingest.derive_insert_id(record["event"], content, 1)
 
 
@@ -519,6 +539,27 @@ async def test_a_refusal_after_an_unanswered_attempt_counts_the_batch_unconfirme
     assert data["stored"] <= stored_at_double <= data["stored"] + unconfirmed  # exact: nothing stored is called unsent
     assert (stored_at_double, unconfirmed, not_stored) == (n, n, 0)
     assert "rate limit" in data["stopped_by"]
+
+
+async def test_the_documented_limits_on_properties_lists_and_nested_objects_and_the_empty_distinct_id():
+    """ref-import-events: fewer than 255 properties, list elements and nested keys; "" is an event of no user."""
+    def problem(**properties):
+        try:
+            ingest.Preparer("import", NOW * 1000).prepare({"event": "E", "properties": {"time": OLD, **properties}})
+        except ingest.RecordError as exc:
+            return exc.field, exc.message
+        return None
+
+    assert problem(distinct_id="u1", **{f"p{i}": i for i in range(251)}) is None  # 254 with the $insert_id
+    assert problem(distinct_id="u1", **{f"p{i}": i for i in range(252)}) == (
+        "properties", "255 properties; Mixpanel takes fewer than 255 per event"
+    )
+    assert problem(distinct_id="u1", tags=list(range(254))) is None
+    assert problem(distinct_id="u1", tags=list(range(255))) == ("properties.tags", "holds a list of 255 elements; Mixpanel takes fewer than 255")
+    wide = {f"k{i}": i for i in range(255)}
+    assert problem(distinct_id="u1", cart={"items": [wide]}) == ("properties.cart", "holds an object with 255 keys; Mixpanel takes fewer than 255")
+    assert problem(distinct_id="") is None
+    assert problem()[0] == "properties.distinct_id"
 
 
 def expand(ranges: list[str]) -> set[int]:

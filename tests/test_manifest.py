@@ -1,6 +1,7 @@
 """The Claude Desktop bundle manifest: its tool list is the server's, and its settings map to real variables."""
 
 import json
+import os
 import re
 
 import pytest
@@ -54,6 +55,29 @@ async def test_a_host_launching_the_bundle_in_demo_mode_gets_every_tool(tmp_path
     # Every tool but JQL, which the demo project cannot run (it runs no JavaScript).
     assert [t.name for t in tools.tools] == [g.name for g in ALL_GROUPS if g.name != "jql"]
     assert (tmp_path / "mixpanel-mcp" / "sandbox" / "sandbox.sqlite3").is_file()
+
+
+def test_the_bundle_leaves_out_every_local_artefact():
+    """What .gitignore keeps out of the repository (caches, venvs, builds, packed bundles) stays out of the bundle."""
+    root = Path(__file__).resolve().parent.parent
+    ignored = set((root / ".mcpbignore").read_text().split())
+    local = [line for line in (root / ".gitignore").read_text().split() if line != "tests/artefacts/"]
+    assert set(local) <= ignored | {"tests/artefacts/"}
+    assert ".pytest_cache/" in ignored
+
+
+def test_the_demo_bundle_does_not_warn_about_the_region_it_always_sends(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIXPANEL_")}
+    env.update(MIXPANEL_SANDBOX="true", MIXPANEL_REGION="us", XDG_DATA_HOME=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "mixpanel_mcp"], env=env, input=b"", capture_output=True, timeout=120)
+    assert b"serving a local demo project" in done.stderr
+    assert b"ignoring" not in done.stderr
+    env["MIXPANEL_REGION"] = "eu"  # a choice the sandbox cannot honour is still said
+    done = subprocess.run([sys.executable, "-m", "mixpanel_mcp"], env=env, input=b"", capture_output=True, timeout=120)
+    assert b"ignoring MIXPANEL_REGION" in done.stderr
 
 
 def test_the_readme_and_the_manifest_claim_only_the_apis_that_are_built():

@@ -43,8 +43,9 @@ def fresh(redis: RedisServer) -> RedisServer:
 
 
 def replica_env(double_url: str, redis: RedisServer, **more: str) -> dict[str, str]:
+    # A generous wait for a turn (30 s, not 5): a loaded machine must not turn a queued call into a refusal.
     values = {**server_env(double_url), "MIXPANEL_MCP_REDIS_URL": redis.url, "MIXPANEL_MCP_SECRET_KEY": SECRET,
-              "MIXPANEL_CACHE_TTL": "600", **more}
+              "MIXPANEL_CACHE_TTL": "600", "MIXPANEL_RATE_LIMIT_MAX_WAIT": "30", **more}
     return base_env(**values)
 
 
@@ -249,3 +250,16 @@ async def test_twenty_concurrent_calls_of_one_agent_over_stdio_with_redis_all_su
                 tg.start_soon(one, i)
     assert [r for r in results if r.is_error] == [] and len(results) == 20
     assert len(double.received(SEGMENTATION)) == 20 and double.max_in_flight == 5
+
+
+def test_the_redis_password_is_among_the_secrets_scrubbed_from_everything_sent(double_url, tmp_path):
+    from mixpanel_mcp.asgi import build_app
+    from mixpanel_mcp.text import scrubber
+    from tests.test_asgi import hosted_env
+
+    password = "redis-pw-4f9c2e7a1b"
+    with redis_server(tmp_path, password=password) as protected:
+        app = build_app(hosted_env(double_url, tmp_path, MIXPANEL_MCP_REDIS_URL=protected.url))
+        assert app.runtime.state.name == "redis"
+    leaked = f"connecting to {protected.url} failed (password {password})"
+    assert password not in scrubber.text(leaked)

@@ -414,3 +414,40 @@ def test_store_writes_only_changes_and_loads_them_back(tmp_path):
     assert loaded.funnels == DoubleState().funnels and loaded.cohorts == DoubleState().cohorts
     assert store.save(loaded) == 0
     assert SqliteStore.in_folder(tmp_path / "empty").is_empty()
+
+
+def test_the_demo_stays_current_without_touching_what_the_user_wrote(tmp_path):
+    from mixpanel_mcp.sandbox import open_sandbox
+
+    seeded_at = dt.datetime(2026, 11, 3, 10, 30, tzinfo=dt.UTC)
+    sandbox = open_sandbox(tmp_path / "a", now=seeded_at)
+    mine = {"event": "My own", "properties": {"time": int(seeded_at.timestamp()) + 60, "distinct_id": "me", "$insert_id": "x1"}}
+    with sandbox.state.lock:
+        sandbox.state.events.append(mine)
+        sandbox.store.save(sandbox.state)
+    sandbox.close()
+
+    later = seeded_at + dt.timedelta(days=40, hours=3)
+    in_one_go = open_sandbox(tmp_path / "a", now=later)
+    events = list(in_one_go.state.events)
+    in_one_go.close()
+    # Every day up to the new "now" has demo events, and none lies after it.
+    days = {day_of(e) for e in events}
+    assert all(seeded_at.date() + dt.timedelta(days=d) in days for d in range(41))
+    assert max(e["properties"]["time"] for e in events) <= later.timestamp()
+    assert [e for e in events if e["event"] == "My own"] == [mine]
+    keys = [(e["properties"]["distinct_id"], e["properties"]["$insert_id"]) for e in events]
+    assert len(keys) == len(set(keys))  # nothing twice
+
+    # Deterministic: the same history whether the sandbox was opened in between or not.
+    step = open_sandbox(tmp_path / "b", now=seeded_at)
+    step.close()
+    for moment in (seeded_at + dt.timedelta(days=1), seeded_at + dt.timedelta(days=17, hours=5), later):
+        step = open_sandbox(tmp_path / "b", now=moment)
+        stepped = list(step.state.events)
+        step.close()
+    by_key = lambda es: sorted((e["properties"]["time"], e["properties"]["$insert_id"], e["event"]) for e in es)
+    assert by_key(stepped) == by_key([e for e in events if e["event"] != "My own"])
+    again = open_sandbox(tmp_path / "b", now=later)
+    assert len(again.state.events) == len(stepped)  # opened again at the same moment: nothing added
+    again.close()

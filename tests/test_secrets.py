@@ -17,9 +17,10 @@ from mcp import Client
 
 from mixpanel_mcp.config import load_settings
 from mixpanel_mcp.double import DoubleState, Project, running
-from mixpanel_mcp.server import SecretFilter, build_server, secret_forms
+from mixpanel_mcp.server import SecretFilter, build_server
+from mixpanel_mcp.text import secret_forms
 from tests.conftest import stored_event
-from tests.harness import agent, audit_records, base_env, http_client, http_server, policy_file, post, rpc
+from tests.harness import agent, audit_records, base_env, http_client, http_server, policy_file, post, rpc, stdio
 
 TOKEN = "CANARYtok3n9f2a7c1e"
 SA_USER = "canary.5e1d.mp-service-account"
@@ -165,3 +166,65 @@ def test_the_log_filter_scrubs_every_form_and_keeps_the_rest():
     assert "ValueError: " in message and record.exc_info is None
     assert_clean("record", message)
     assert set(secret_forms("s3cr3t/+x")) >= {"s3cr3t/+x", "s3cr3t%2F%2Bx"}
+
+
+ENCODED_ECHOES = {
+    "basic auth of another user": "Authorization: Basic " + base64.b64encode(f"someone:{SA_SECRET}".encode()).decode(),
+    "basic auth at an odd offset": base64.b64encode(f"ab:{TOKEN}:".encode()).decode(),
+    "url-encoded": "secret=" + quote(API_SECRET + "/+", safe=""),
+    "json-escaped": json.dumps({"body": f'{{"token": "{TOKEN}"}}'}),
+    "split by a zero-width space": f"{SA_SECRET[:6]}\u200b{SA_SECRET[6:]}",
+    "split by a word joiner": f"{TOKEN[:3]}\u2060{TOKEN[3:]}",
+}
+
+
+def assert_nothing_encoded(where: str, text: str) -> None:
+    assert_clean(where, text)
+    for name, echo in ENCODED_ECHOES.items():
+        for secret in (TOKEN, SA_SECRET, API_SECRET):
+            for offset in range(3):
+                encoded = base64.b64encode(b"x" * offset + secret.encode()).decode()[4:-4]  # the middle, any alignment
+                assert encoded not in text, f"{where}: base64 of a secret ({name})"
+        assert echo not in text or not any(s in echo for s in (TOKEN, SA_SECRET, API_SECRET)), f"{where}: {name}"
+    assert SA_SECRET[6:] not in text and TOKEN[3:] not in text, f"{where}: a split secret"
+
+
+@pytest.mark.asyncio
+async def test_encoded_and_split_secrets_leave_in_no_answer_error_resource_or_log(canary_double, tmp_path):
+    """Mixpanel's error text once went out scrubbed of the raw secret only, and successful answers not at all."""
+    double, url = canary_double
+    double.reset()
+    double.events.append(stored_event(f"leak {TOKEN}", "u1", time.time()))  # anyone with the token can write this
+    double.events.append(stored_event(f"split {SA_SECRET[:6]}\u200b{SA_SECRET[6:]}", "u1", time.time()))
+    names = "/api/query/events/names"
+    seen: list[str] = []
+    errlog = (tmp_path / "stderr.log").open("w+")
+    async with stdio(base_env(**canary_env(url)), errlog=errlog) as client:
+        seen.append(dump(await client.call_tool("events", {"operation": "names"})))
+        for index, echo in enumerate(ENCODED_ECHOES.values()):
+            double.fail(names, 401 if index % 2 else 400, body={"error": echo})
+            seen.append(dump(await client.call_tool("events", {"operation": "names", "limit": index + 1})))
+        for resource in (await client.list_resources()).resources:
+            seen.append(dump(await client.read_resource(resource.uri)))
+    errlog.seek(0)
+    stderr = errlog.read()
+    assert "leak ***" in seen[0] and "split ***" in seen[0]  # the rest of the answer is kept
+    assert sum("Mixpanel said" in s for s in seen) == len(ENCODED_ECHOES)
+    for index, text in enumerate(seen):
+        assert_nothing_encoded(f"result {index}", text)
+    assert_nothing_encoded("server stderr", stderr)
+
+
+def test_the_scrubber_finds_every_form_at_every_alignment():
+    from mixpanel_mcp.text import Scrubber
+
+    scrubber = Scrubber([SA_SECRET])
+    for before in ("", "a", "ab", "abc", f"{SA_USER}:"):
+        for after in ("", ":", "xyz"):
+            echoed = base64.b64encode(f"{before}{SA_SECRET}{after}".encode()).decode()
+            assert "***" in scrubber.text(echoed) and echoed not in scrubber.text(echoed)
+            urlsafe = base64.urlsafe_b64encode(f"{before}{SA_SECRET}{after}".encode()).decode()
+            assert urlsafe not in scrubber.text(urlsafe)
+    assert scrubber.text(f"x {SA_SECRET[:4]}\u200b\u202e{SA_SECRET[4:]} y") == "x *** y"
+    assert scrubber.text(json.dumps(SA_SECRET + '"')) == '"***\\""'
+    assert scrubber.text("ordinary words \ud800stay") == "ordinary words stay"

@@ -19,7 +19,9 @@ async def test_twenty_concurrent_calls_of_one_agent_over_stdio_all_succeed_five_
     double.events = [stored_event(f"E{i}", "u1", "2026-01-01T10:00:00") for i in range(20)]
     double.fail("/api/query/", 0, delay=0.25, times=20)  # each request held open a quarter second
     results: dict[int, object] = {}
-    async with stdio_client(server_env(double_url, MIXPANEL_CACHE_TTL="0", MIXPANEL_CACHE_TTL_TODAY="0")) as client:
+    # A generous wait for a turn (30 s, not 5): a loaded machine must not turn a queued call into a refusal.
+    env = server_env(double_url, MIXPANEL_CACHE_TTL="0", MIXPANEL_CACHE_TTL_TODAY="0", MIXPANEL_RATE_LIMIT_MAX_WAIT="30")
+    async with stdio_client(env) as client:
 
         async def one(i: int) -> None:
             results[i] = await client.call_tool("segmentation", {"operation": "segment", "event": f"E{i}", **PAST})

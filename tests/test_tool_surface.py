@@ -82,7 +82,7 @@ async def test_service_account_only_advertises_import_operations_of_track(double
     env = server_env(double_url, MIXPANEL_PROJECT_TOKEN=None)
     tools = {t["name"]: t for t in await listed(env)}
     assert set(tools) == set(ALL_TOOLS) - {"engage", "groups"} - NEEDS_MORE
-    assert operations(tools["track"]) == ["import", "merge"]
+    assert operations(tools["track"]) == ["import"]  # $merge carries the project token
 
 
 async def test_legacy_secret_lists_reports_but_not_lexicon(double_url):

@@ -8,6 +8,8 @@ import time
 import httpx2
 import pytest
 
+from mixpanel_mcp.double.events import LOCATIONS, SERVER_LOCATION
+from mixpanel_mcp.tools.track import TRACK_ANSWER
 from tests.conftest import PROJECT_ID, SA_SECRET, SA_USER, TOKEN, error_text, server_env, stdio_client, structured
 
 pytestmark = pytest.mark.asyncio
@@ -62,8 +64,8 @@ async def test_track_sends_json_array_with_token_and_a_stable_derived_insert_id(
     (derived, given) = insert_ids(one)
     assert HEX32.fullmatch(derived) and given == "given-id-1"
     assert one.json() == [
-        {"event": "Signed up", "properties": {"distinct_id": "u1", "time": t1 * 1000, "plan": "pro", "$insert_id": derived, "token": TOKEN}},
-        {"event": "Viewed page", "properties": {"distinct_id": "u2", "time": t2_ms, "$insert_id": "given-id-1", "token": TOKEN}},
+        {"event": "Signed up", "properties": {"distinct_id": "u1", "time": t1 * 1000, "plan": "pro", "$insert_id": derived, "ip": 0, "token": TOKEN}},
+        {"event": "Viewed page", "properties": {"distinct_id": "u2", "time": t2_ms, "$insert_id": "given-id-1", "ip": 0, "token": TOKEN}},
     ]
     # The same call made again is byte-for-byte the same request, so Mixpanel stores it once.
     assert two.body == one.body
@@ -72,7 +74,8 @@ async def test_track_sends_json_array_with_token_and_a_stable_derived_insert_id(
     assert without_timing(data) == {
         "operation": "track",
         "events_sent": 2,
-        "stored": 2,
+        "accepted": 2,
+        "note": TRACK_ANSWER,
         "failed": 0,
         "time_range": {"from": iso(t2_ms), "to": iso(t1 * 1000)},
         "batches": 1,
@@ -122,8 +125,8 @@ async def test_import_sends_gzipped_strict_batch_with_service_account(double, en
     (derived, _) = insert_ids(request)
     assert HEX32.fullmatch(derived)
     assert request.json() == [
-        {"event": "Purchase", "properties": {"distinct_id": "u1", "time": iso_ms(when), "amount": 12.5, "$insert_id": derived}},
-        {"event": "Purchase", "properties": {"distinct_id": "u2", "time": iso_ms("2025-03-02T00:00:00+00:00"), "$insert_id": "abc-123"}},
+        {"event": "Purchase", "properties": {"distinct_id": "u1", "time": iso_ms(when), "amount": 12.5, "$insert_id": derived, "ip": 0}},
+        {"event": "Purchase", "properties": {"distinct_id": "u2", "time": iso_ms("2025-03-02T00:00:00+00:00"), "$insert_id": "abc-123", "ip": 0}},
     ]
     assert without_timing(structured(result)) == {
         "operation": "import",
@@ -201,9 +204,13 @@ async def test_import_partial_failure_lists_exactly_the_failed_records(double, e
     assert "none of the 1 records was imported; #0 properties.time: must be specified as seconds since epoch" in text
 
 
+ANON = "6f1c2a4e-9b7d-4e3f-8a2b-1c0d9e8f7a6b"  # $anon_id must be a UUID v4
+ID_MERGE = "Only projects on Original ID Merge act on it; under Simplified ID Merge it changes nothing."
+
+
 async def test_identify_and_alias_are_form_posts_of_one_event_object(double, env):
     async with stdio_client(env) as client:
-        identified = await client.call_tool("track", {"operation": "identify", "identified_id": "user-42", "anon_id": "dev-7"})
+        identified = await client.call_tool("track", {"operation": "identify", "identified_id": "user-42", "anon_id": ANON})
         aliased = await client.call_tool("track", {"operation": "alias", "distinct_id": "user-42", "alias": "u42@example.com"})
     identify, alias = double.received("/track")
     for request in (identify, alias):
@@ -214,18 +221,18 @@ async def test_identify_and_alias_are_form_posts_of_one_event_object(double, env
         assert list(request.form) == ["data"]
     assert json.loads(identify.form["data"]) == {
         "event": "$identify",
-        "properties": {"$identified_id": "user-42", "$anon_id": "dev-7", "token": TOKEN},
+        "properties": {"$identified_id": "user-42", "$anon_id": ANON, "token": TOKEN},
     }
     assert json.loads(alias.form["data"]) == {
         "event": "$create_alias",
         "properties": {"distinct_id": "user-42", "alias": "u42@example.com", "token": TOKEN},
     }
     assert structured(identified) == {
-        "operation": "identify", "identified_id": "user-42", "anon_id": "dev-7", "mixpanel": {"status": 1, "error": None}
+        "operation": "identify", "identified_id": "user-42", "anon_id": ANON, "mixpanel": {"status": 1, "error": None}, "note": ID_MERGE
     }
-    assert identified.content[0].text.startswith("Sent $identify: anonymous id 'dev-7' linked to user 'user-42'.")
+    assert identified.content[0].text.startswith(f"Sent $identify: anonymous id '{ANON}' linked to user 'user-42'.")
     assert structured(aliased) == {
-        "operation": "alias", "distinct_id": "user-42", "alias": "u42@example.com", "mixpanel": {"status": 1, "error": None}
+        "operation": "alias", "distinct_id": "user-42", "alias": "u42@example.com", "mixpanel": {"status": 1, "error": None}, "note": ID_MERGE
     }
     assert aliased.content[0].text.startswith("Sent $create_alias: 'u42@example.com' now points to 'user-42'.")
     assert [(e["event"], e["properties"]["distinct_id"]) for e in double.events] == [
@@ -246,7 +253,7 @@ async def test_merge_goes_to_import_and_marks_the_tool_destructive(double, env):
     assert request.basic_auth == (SA_USER, SA_SECRET)
     assert request.headers["content-encoding"] == "gzip"
     assert request.json() == [{"event": "$merge", "properties": {"$distinct_ids": ["device-1", "user-42"], "token": TOKEN}}]
-    assert structured(result) == {"operation": "merge", "distinct_ids": ["device-1", "user-42"], "num_records_imported": 1}
+    assert structured(result) == {"operation": "merge", "distinct_ids": ["device-1", "user-42"], "num_records_imported": 1, "note": ID_MERGE}
     assert "cannot be undone" in result.content[0].text
     assert [(e["event"], e["properties"]["distinct_id"]) for e in double.events] == [("$merge", "device-1")]
 
@@ -268,6 +275,7 @@ async def test_invalid_arguments_are_refused_before_any_request(double, env):
         "distinct_ids: must be two different ids": {"operation": "merge", "distinct_ids": ["a", "a"]},
         "anon_id: 'undefined' is a placeholder": {"operation": "identify", "identified_id": "user-1", "anon_id": "undefined"},
         "alias: Field required": {"operation": "alias", "distinct_id": "user-1"},
+        "anon_id: Mixpanel takes only a UUID v4 as $anon_id": {"operation": "identify", "identified_id": "user-1", "anon_id": "dev-7"},
     }
     async with stdio_client(env) as client:
         texts = {expected: error_text(await client.call_tool("track", args)) for expected, args in cases.items()}
@@ -375,8 +383,12 @@ async def test_double_track_answers_verbose_or_plain_and_refuses_old_events(doub
     response = await post(f"{double_url}/track?verbose=1", json=[old])
     assert response.status_code == 200
     assert response.json() == {"status": 0, "error": "event 0: event is more than 5 days old; send it with /import"}
-    assert (await post(f"{double_url}/track", data={"data": json.dumps([event, old])})).text == "0"
-    assert [e["properties"] for e in double.events] == [{"distinct_id": "u1", "time": now}]
+    # "1" means one or more events were valid (ingestion.openapi.yaml): the valid one is stored, the old one not.
+    assert (await post(f"{double_url}/track", data={"data": json.dumps([{**event, "event": "F"}, old])})).text == "1"
+    assert [(e["event"], e["properties"]) for e in double.events] == [
+        ("E", {"distinct_id": "u1", "time": now, **SERVER_LOCATION}),  # no ip: placed where the request came from
+        ("F", {"distinct_id": "u1", "time": now, **SERVER_LOCATION}),
+    ]
 
 
 async def test_an_event_without_time_is_a_new_event_each_time_and_the_answer_says_so(double, env):
@@ -395,3 +407,52 @@ async def test_an_event_without_time_is_a_new_event_each_time_and_the_answer_say
         assert structured(result)["timed_now"] == 1
         assert "give time to make a resend safe" in result.content[0].text
     assert "timed_now" not in structured(safe) and "timed now" not in safe.content[0].text
+
+
+async def test_merge_needs_the_project_token_and_the_double_refuses_a_merge_without_it(double, double_url):
+    import httpx2
+
+    async with stdio_client(server_env(double_url, MIXPANEL_PROJECT_TOKEN=None)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        result = await client.call_tool("track", {"operation": "merge", "distinct_ids": ["device-1", "user-42"]})
+    assert "merge" not in tools["track"].input_schema["properties"]["operation"]["enum"]
+    assert "MIXPANEL_PROJECT_TOKEN" in error_text(result)
+    assert double.received("/import") == []
+
+    merge = {"event": "$merge", "properties": {"$distinct_ids": ["device-1", "user-42"]}}
+    response = httpx2.post(f"{double_url}/import", params={"strict": "1", "project_id": PROJECT_ID}, json=[merge], auth=(SA_USER, SA_SECRET))
+    assert response.status_code == 400
+    assert response.json()["failed_records"][0]["field"] == "properties.token"
+    assert double.events == []
+
+
+async def test_the_double_holds_identify_to_the_documented_anon_id_rules(double, double_url):
+    """ref-create-identity: $anon_id is a UUID v4 not already merged to another $identified_id."""
+    import httpx2
+
+    def identify(anon_id: str, user: str) -> dict:
+        event = {"event": "$identify", "properties": {"$identified_id": user, "$anon_id": anon_id, "token": TOKEN}}
+        return httpx2.post(f"{double_url}/track", params={"verbose": 1}, data={"data": json.dumps(event)}).json()
+
+    assert identify("dev-7", "user-1")["status"] == 0
+    assert identify(ANON, "user-1") == {"status": 1, "error": None}
+    assert identify(ANON, "user-2")["status"] == 0
+    assert [e["properties"]["distinct_id"] for e in double.events] == ["user-1"]
+
+
+async def test_no_event_sent_lands_in_the_servers_city_unless_the_caller_gave_an_ip(double, env):
+    """ref-import-events, GeoIP: without `ip` Mixpanel places an event where the request came from (this server)."""
+    now = int(time.time()) - 60
+    events = [
+        {"event": "Opened", "properties": {"distinct_id": "u1", "time": now}},
+        {"event": "Opened", "properties": {"distinct_id": "u2", "time": now, "ip": "136.24.0.114"}},
+    ]
+    async with stdio_client(env) as client:
+        for operation in ("track", "import"):  # the same events again would be deduplicated: a minute earlier
+            moved = [{**e, "properties": {**e["properties"], "time": now - 60 * (operation == "import")}} for e in events]
+            structured(await client.call_tool("track", {"operation": operation, "events": moved}))
+    sent = [e["properties"] for path in ("/track", "/import") for r in double.received(path) for e in r.json()]
+    assert [p["ip"] for p in sent] == [0, "136.24.0.114"] * 2  # the caller's ip passes through
+    located = [{k: e["properties"].get(k) for k in SERVER_LOCATION} for e in double.events]
+    assert len(located) == 4 and SERVER_LOCATION not in located
+    assert located[1] in LOCATIONS and located[0] == dict.fromkeys(SERVER_LOCATION)

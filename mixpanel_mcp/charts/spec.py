@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from mcp.server.apps import APP_MIME_TYPE
+
 VIEW_URI = "ui://mixpanel-mcp/chart.html"
-VIEW_MIME = "text/html;profile=mcp-app"
+VIEW_MIME = APP_MIME_TYPE
 META_KEY = "mixpanel-mcp/chart"  # where a result carries its chart description for the view
 
 TOP_SERIES = 7  # plus "other": eight colours of the colour-blind-safe palette

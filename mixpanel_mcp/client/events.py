@@ -33,9 +33,10 @@ from mixpanel_mcp.client import batching
 from mixpanel_mcp.client.batching import Item, Outcome, Progress, Sent
 from mixpanel_mcp.client.errors import Api, BadRequestError
 from mixpanel_mcp.client.http import MixpanelClient, error_detail, raise_for_body_status
-from mixpanel_mcp.text import strip_controls
+from mixpanel_mcp.text import scrub, strip_controls
 
-# Ingestion flags: a JSON status answer, and no geolocation from the server's own address.
+# Ingestion flags: a JSON status answer, and no distinct_id made up from the server's address. (Geolocation is
+# turned off per event, with the property ip=0: the query flag does not do that on /track.)
 TRACK_PARAMS = {"verbose": 1, "ip": 0}
 GZIP_LEVEL = 1  # JSON shrinks ~5x already; higher levels cost more CPU than they save on the wire
 
@@ -126,14 +127,31 @@ def _depth(value: Any, limit: int) -> int:
     return 1 + max((_depth(child, limit - 1) for child in children), default=0)
 
 
+def _too_wide(value: Any) -> str | None:
+    """ref-import-events: every object has fewer than MAX_PROPERTIES keys, every list fewer elements."""
+    if isinstance(value, dict):
+        if len(value) >= MAX_PROPERTIES:
+            return f"an object with {len(value)} keys; Mixpanel takes fewer than {MAX_PROPERTIES}"
+        children: Any = value.values()
+    elif isinstance(value, list):
+        if len(value) >= MAX_PROPERTIES:
+            return f"a list of {len(value)} elements; Mixpanel takes fewer than {MAX_PROPERTIES}"
+        children = value
+    else:
+        return None
+    return next((problem for child in children if (problem := _too_wide(child)) is not None), None)
+
+
 def _distinct_id(properties: Mapping[str, Any]) -> str:
     value = properties.get("distinct_id")
     if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and value.strip().lower() not in PLACEHOLDER_IDS:
         return value  # the common case
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if value is None or value == "":
-        raise RecordError("properties.distinct_id", "distinct_id is required: the user's id")
+    if value == "":
+        return value  # ref-import-events: an event of no user; left out of behavioural analysis
+    if value is None:
+        raise RecordError("properties.distinct_id", 'distinct_id is required: the user\'s id ("" for an event of no user)')
     if not isinstance(value, str):
         raise RecordError("properties.distinct_id", "distinct_id must be a string")
     if len(value) > MAX_ID_LENGTH:
@@ -222,11 +240,15 @@ class Preparer:
         for key, value in given.items():
             if key == "distinct_id" or key == "time" or key == "$insert_id":
                 continue
-            if isinstance(value, (dict, list)) and _depth(value, MAX_DEPTH) > MAX_DEPTH:
-                raise RecordError(f"properties.{_clip(key)}", f"nested deeper than {MAX_DEPTH} levels, which Mixpanel refuses")
+            if isinstance(value, (dict, list)):
+                if _depth(value, MAX_DEPTH) > MAX_DEPTH:
+                    raise RecordError(f"properties.{_clip(key)}", f"nested deeper than {MAX_DEPTH} levels, which Mixpanel refuses")
+                problem = _too_wide(value)
+                if problem is not None:
+                    raise RecordError(f"properties.{_clip(key)}", f"holds {problem}")
             properties[key] = value
-        if len(properties) + 1 > MAX_PROPERTIES:
-            raise RecordError("properties", f"{len(properties) + 1} properties; Mixpanel takes at most {MAX_PROPERTIES} per event")
+        if len(properties) + 1 >= MAX_PROPERTIES:  # with the $insert_id; the token and ip are not properties
+            raise RecordError("properties", f"{len(properties) + 1} properties; Mixpanel takes fewer than {MAX_PROPERTIES} per event")
         try:
             encoded = _ENCODE(properties)
         except (TypeError, ValueError):
@@ -240,6 +262,8 @@ class Preparer:
             seen = self._seen[first]
             insert_id = first if not seen else hashlib.sha256(f"{canonical}{seen}]".encode()).hexdigest()[:32]
         tail = f',"$insert_id":"{insert_id}"'
+        if "ip" not in given:
+            tail += ',"ip":0'  # else Mixpanel geolocates the event from this server's address
         if self.token is not None:
             tail += ',"token":' + _ENCODE(self.token)
         body = ('{"event":' + name_json + ',"properties":' + encoded[:-1] + tail + "}}").encode()
@@ -521,10 +545,7 @@ def _text(value: Any, secrets: list[str]) -> str | None:
     """Mixpanel's words about one record: untrusted, so cleaned, scrubbed of secrets and kept short."""
     if value is None:
         return None
-    text = str(value)
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return strip_controls(text)[:300]
+    return scrub(str(value), secrets)[:300]
 
 
 def failure_detail(sent: int, failed: Sequence[FailedRecord | Mapping[str, Any]], shown: int = 5) -> str:
@@ -538,9 +559,7 @@ def failure_detail(sent: int, failed: Sequence[FailedRecord | Mapping[str, Any]]
 
 
 async def merge(client: MixpanelClient, distinct_ids: tuple[str, str]) -> ImportOutcome:
-    """A $merge event through /import (Mixpanel takes it nowhere else). The spec lists the token in its
-    properties, so it is added when configured; the /import credential is what authenticates it."""
-    properties: dict[str, Any] = {"$distinct_ids": list(distinct_ids)}
-    if client.settings.project_token is not None:
-        properties["token"] = client.settings.project_token.get_secret_value()
+    """A $merge event through /import (Mixpanel takes it nowhere else), authenticated as /import is. The spec
+    requires the project token in its properties: without one configured, this raises before sending."""
+    properties: dict[str, Any] = {"$distinct_ids": list(distinct_ids), "token": _token(client)}
     return await import_events(client, [{"event": "$merge", "properties": properties}])

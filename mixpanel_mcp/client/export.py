@@ -17,9 +17,11 @@ Lists Mixpanel wants as one parameter (`event`, `distinct_ids`, `output_properti
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
+import tempfile
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -506,9 +508,11 @@ class _CsvWriter(_Writer):
         self._columns: dict[str, None] = {}  # property names in first-seen order (an ordered set)
         self._overflow = False
         directory, name = os.path.split(self.final)
-        self._spool = os.path.join(directory, f".{name}.part")
         try:
-            self._spool_file = open(self._spool, "wb", buffering=1 << 20)  # noqa: SIM115
+            # Created exclusively under a random name (O_EXCL: never an existing file, never through a symlink),
+            # and read back through the same handle, so nothing planted next to the output can take its place.
+            fd, self._spool = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+            self._spool_file = os.fdopen(fd, "w+b", buffering=1 << 20)
         except OSError as exc:
             super().abort()
             raise OutputFileError(self.final, exc.strerror or "cannot write next to it") from None
@@ -534,15 +538,16 @@ class _CsvWriter(_Writer):
         self.count += len(lines)
 
     async def finish(self, throttle: _Throttle) -> int:
-        self._spool_file.close()
-        self._file.close()
         layout = self._layout
         columns = list(self._columns)
         header = [*layout.fixed, *columns] + ([OTHER_COLUMN] if self._overflow else [])
         known = set(columns) | layout.skip
         done = 0
         try:
-            with open(self.final, "w", newline="", encoding="utf-8", buffering=1 << 20) as out, open(self._spool, "rb") as spool:
+            self._spool_file.flush()
+            self._spool_file.seek(0)
+            # The file created exclusively at the start, not the path again: it cannot have been swapped since.
+            with io.TextIOWrapper(self._file, encoding="utf-8", newline="") as out, self._spool_file as spool:
                 writer = csv.writer(out)
                 writer.writerow(header)
                 for line in spool:

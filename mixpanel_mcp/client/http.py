@@ -37,7 +37,7 @@ from mixpanel_mcp.client.errors import (
 )
 from mixpanel_mcp.client.state import LocalState, State
 from mixpanel_mcp.config import Settings
-from mixpanel_mcp.text import strip_controls
+from mixpanel_mcp.text import scrub
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +93,8 @@ def error_detail(response: httpx2.Response, secrets: list[str]) -> str | None:
         text = response.text.strip() or None
     if text is None:
         return None
-    for secret in secrets:  # before cutting, so no part of a secret survives at the cut
-        text = text.replace(secret, "***")
-    return strip_controls(text)[: 500 if isinstance(body, Mapping) else 300]
+    # Scrubbed before cutting, so no part of a secret survives at the cut.
+    return scrub(text, secrets)[: 500 if isinstance(body, Mapping) else 300]
 
 
 # Reads the result cache may answer: every Query API GET, its read-only POSTs, and Lexicon GETs.

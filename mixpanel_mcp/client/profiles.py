@@ -52,7 +52,8 @@ def _wire(kind: str, token: str, update: dict[str, Any]) -> dict[str, Any]:
 
 async def _post(client: MixpanelClient, kind: str, content: bytes, idempotent: bool) -> Any:
     response = await client.request(
-        Api.INGESTION, "POST", f"/{kind}", params={"verbose": 1}, content=content,
+        # ip=0: no geolocation from the address of the server this runs on (/engage and /groups alike).
+        Api.INGESTION, "POST", f"/{kind}", params={"verbose": 1, "ip": 0}, content=content,
         headers={"Content-Type": "application/json"}, idempotent=idempotent,
     )
     return raise_for_body_status(response, Api.INGESTION, f"/{kind}", client.settings.secrets())

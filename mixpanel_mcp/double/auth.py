@@ -17,10 +17,15 @@ def query_auth(state: DoubleState, request: RecordedRequest) -> Response | None:
             return query_error(request, 400, "project_id is required when authenticating with a service account")
         if project_id != str(project.project_id):
             return query_error(request, 403, f"service account does not have access to project {project_id}")
-        return None
+        return _cluster(state, request)
     if auth is not None and auth[0] == project.api_secret:
-        return None
+        return _cluster(state, request)
     return query_error(request, 401, "Invalid username or password")
+
+
+def _cluster(state: DoubleState, request: RecordedRequest) -> Response | None:
+    """A project of another data residency, as the live Query/Export hosts answer it (a 400, not a 401)."""
+    return query_error(request, 400, "Invalid project id for cluster") if state.foreign else None
 
 
 def import_auth(state: DoubleState, request: RecordedRequest) -> Response | None:

@@ -2,8 +2,8 @@
 
 /track takes a JSON array body, or a form `data=` holding a JSON object or array (what the SDKs send). The
 project token must be in each event's properties. The answer is `{"status": 1|0, "error": ...}` with
-verbose=1, else a plain `1`/`0`; one invalid event (bad token, older than 5 days, malformed) fails the whole
-request and nothing is stored (a choice: Mixpanel does not document partial /track storage).
+verbose=1, else a plain `1`/`0`. `1` means one or more events were valid (ingestion.openapi.yaml): those are
+stored and the invalid ones (bad token, older than 5 days, malformed) dropped; `0`, none was.
 
 /import takes a JSON array or NDJSON (gzip is undone by the recorder), authenticated as /import is. With
 strict=1 (the default) each record is validated; the valid ones are stored and counted, and any invalid
@@ -37,6 +37,7 @@ PLACEHOLDER_IDS = frozenset(
     }
 )
 INSERT_ID = re.compile(r"[A-Za-z0-9-]{1,36}")
+UUID4 = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}")
 MIN_TIME = 31_536_000  # 1971-01-01T00:00:00Z
 TRACK_WINDOW = 5 * 86_400
 MAX_RECORDS = 2000
@@ -63,7 +64,10 @@ def dedup_key(event: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def store(state: DoubleState, events: list[dict[str, Any]]) -> None:
-    """Append events, skipping any Mixpanel would deduplicate (only events carrying a $insert_id)."""
+    """Append events, skipping any Mixpanel would deduplicate (only events carrying a $insert_id). On another
+    region's hosts, accepted events are kept nowhere: they never show up, as with Mixpanel."""
+    if state.foreign:
+        return
     seen = {dedup_key(e) for e in state.events if e["properties"].get("$insert_id")}
     for event in events:
         key = dedup_key(event)
@@ -73,8 +77,29 @@ def store(state: DoubleState, events: list[dict[str, Any]]) -> None:
         state.events.append(event)
 
 
+# GeoIP enrichment (ref-import-events): an event without `ip` is placed where the request came from, i.e. the
+# machine that sent it (for this project: the server it runs on); `ip` = 0 skips it; any other `ip` is looked
+# up. The double's "lookup" is a fixed table: a request always comes from SERVER_LOCATION.
+SERVER_LOCATION = {"$city": "Ashburn", "$region": "Virginia", "mp_country_code": "US"}
+LOCATIONS = (
+    {"$city": "San Francisco", "$region": "California", "mp_country_code": "US"},
+    {"$city": "Berlin", "$region": "Berlin", "mp_country_code": "DE"},
+    {"$city": "Mumbai", "$region": "Maharashtra", "mp_country_code": "IN"},
+)
+
+
+def geolocate(properties: dict[str, Any]) -> None:
+    """Replace `ip` with the place it stands for, as Mixpanel does."""
+    ip = properties.pop("ip", None)
+    if ip is None:
+        properties.update(SERVER_LOCATION)
+    elif str(ip) != "0":
+        properties.update(LOCATIONS[sum(str(ip).encode()) % len(LOCATIONS)])
+
+
 def stored_form(name: str, properties: dict[str, Any], time_s: int) -> dict[str, Any]:
     props = {k: v for k, v in properties.items() if k != "token"}
+    geolocate(props)
     props["time"] = time_s
     if "distinct_id" not in props:
         if name == "$identify" and "$identified_id" in props:
@@ -99,6 +124,29 @@ def _shape(record: Any) -> tuple[str, dict[str, Any]]:
     return name, properties
 
 
+LIMIT = 255  # ref-import-events: fewer than this many properties, keys of a nested object, elements of a list
+MAX_DEPTH = 3
+
+
+def check_limits(properties: dict[str, Any]) -> None:
+    """The documented size rules of an event (the token and `ip` are consumed, not stored, so not counted)."""
+    if len([k for k in properties if k not in ("token", "ip")]) >= LIMIT:
+        raise Invalid("properties", f"each event must have fewer than {LIMIT} properties")
+
+    def walk(key: str, value: Any, depth: int) -> None:
+        if not isinstance(value, (dict, list)):
+            return
+        if depth > MAX_DEPTH:
+            raise Invalid(f"properties.{key}", f"max nesting depth is {MAX_DEPTH}")
+        if len(value) >= LIMIT:
+            raise Invalid(f"properties.{key}", f"nested objects and lists must have fewer than {LIMIT} keys or elements")
+        for child in value.values() if isinstance(value, dict) else value:
+            walk(key, child, depth + 1)
+
+    for key, value in properties.items():
+        walk(key, value, 1)
+
+
 def _is_placeholder(value: Any) -> bool:
     return str(value).strip().lower() in PLACEHOLDER_IDS
 
@@ -109,6 +157,7 @@ def check_tracked(state: DoubleState, record: Any, now: float) -> dict[str, Any]
     name, properties = _shape(record)
     if properties.get("token") != state.project.token:
         raise Invalid("properties.token", "token, missing or invalid")
+    check_limits(properties)
     time_s = int(now)
     if properties.get("time") is not None:
         given = seconds(properties["time"])
@@ -120,7 +169,20 @@ def check_tracked(state: DoubleState, record: Any, now: float) -> dict[str, Any]
     insert_id = properties.get("$insert_id")
     if insert_id is not None and (not isinstance(insert_id, str) or not INSERT_ID.fullmatch(insert_id)):
         raise Invalid("properties.$insert_id", "$insert_id must be at most 36 bytes of [A-Za-z0-9-]")
+    if name == "$identify":
+        check_anon_id(state, properties)
     return stored_form(name, properties, time_s)
+
+
+def check_anon_id(state: DoubleState, properties: dict[str, Any]) -> None:
+    """ref-create-identity: $anon_id must be a UUID v4, not already merged to another $identified_id."""
+    anon_id = properties.get("$anon_id")
+    if not isinstance(anon_id, str) or not UUID4.fullmatch(anon_id):
+        raise Invalid("properties.$anon_id", "$anon_id must be a UUID v4")
+    for event in state.events:
+        p = event["properties"]
+        if event["event"] == "$identify" and p.get("$anon_id") == anon_id and p.get("$identified_id") != properties.get("$identified_id"):
+            raise Invalid("properties.$anon_id", "$anon_id is already merged to another $identified_id")
 
 
 def track_payload(request: RecordedRequest) -> Any:
@@ -132,10 +194,12 @@ def track_payload(request: RecordedRequest) -> Any:
 
 # -- /import ------------------------------------------------------------------------------
 
-def check_imported(record: Any, now: float) -> dict[str, Any]:
+def check_imported(record: Any, now: float, token: str | None = None) -> dict[str, Any]:
     """Strict validation of one record; raises Invalid naming the field, as failed_records does."""
     name, properties = _shape(record)
     if name == "$merge":
+        if properties.get("token") != token:  # identity.openapi.yaml: required in a $merge's properties
+            raise Invalid("properties.token", "'properties.token' is required: the project token")
         ids = properties.get("$distinct_ids")
         if not (isinstance(ids, list) and len(ids) == 2 and all(isinstance(i, str) and i for i in ids)):
             raise Invalid("properties.$distinct_ids", "'properties.$distinct_ids' must be a list of exactly 2 distinct_ids")
@@ -160,6 +224,7 @@ def check_imported(record: Any, now: float) -> dict[str, Any]:
         raise Invalid("properties.$insert_id", "'properties.$insert_id' is required")
     if not isinstance(insert_id, str) or not INSERT_ID.fullmatch(insert_id) or _is_placeholder(insert_id):
         raise Invalid("properties.$insert_id", "'properties.$insert_id' is invalid: must be at most 36 bytes of [A-Za-z0-9-]")
+    check_limits(properties)
     return stored_form(name, properties, time_s)
 
 
@@ -187,14 +252,15 @@ def routes(state: DoubleState) -> list[Route]:
         if not isinstance(records, list) or not records or len(records) > MAX_RECORDS:
             return answer(recorded, False, f"data must hold 1 to {MAX_RECORDS} events")
         now = time.time()
-        events = []
+        events, problems = [], []
         for index, record in enumerate(records):
             try:
                 events.append(check_tracked(state, record, now))
             except Invalid as exc:
-                return answer(recorded, False, f"event {index}: {exc.message}")
+                problems.append(f"event {index}: {exc.message}")
         store(state, events)
-        return answer(recorded, True)
+        # 1: "one or more objects provided are valid" (ingestion.openapi.yaml); the invalid ones are dropped.
+        return answer(recorded, bool(events), "; ".join(problems[:5]) or None)
 
     async def import_(request: Request) -> Response:
         recorded: RecordedRequest = request.state.recorded
@@ -216,7 +282,7 @@ def routes(state: DoubleState) -> list[Route]:
         valid, failed = [], []
         for index, record in enumerate(records):
             try:
-                valid.append(check_imported(record, now))
+                valid.append(check_imported(record, now, state.project.token))
             except Invalid as exc:
                 properties = record.get("properties") if isinstance(record, dict) else None
                 insert_id = properties.get("$insert_id", "") if isinstance(properties, dict) else ""

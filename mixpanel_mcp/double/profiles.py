@@ -1,7 +1,13 @@
-"""POST /engage and /groups: profile updates, applied with Mixpanel's operator semantics."""
+"""POST /engage and /groups: profile updates, applied with Mixpanel's operator semantics.
+
+A profile is geolocated from the request's address unless the query has ip=0 or the update a `$ip` (0: none).
+A user profile update sets `$last_seen` to now unless it carries `$ignore_time: true`; a `$delete` by an alias
+(a $create_alias event received) deletes the profile the alias points to, unless it carries `$ignore_alias: true`.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -54,6 +60,31 @@ def apply(profile: dict[str, Any], operator: str, value: Any) -> None:
             profile.pop(k, None)
 
 
+def located(request: RecordedRequest, update: dict[str, Any]) -> dict[str, Any] | None:
+    """Where Mixpanel places the profile: the request's address (this project's server) unless ip=0 or `$ip`
+    says otherwise. The spec's `ip` reads "defaults to 1" (its schema says 0): absent, the double geolocates."""
+    from mixpanel_mcp.double.events import LOCATIONS, SERVER_LOCATION
+
+    ip = update.get("$ip")
+    if ip is None:
+        if (request.query.get("ip") or request.form.get("ip")) == "0":
+            return None
+        where = SERVER_LOCATION
+    elif str(ip) == "0":
+        return None
+    else:
+        where = LOCATIONS[sum(str(ip).encode()) % len(LOCATIONS)]
+    return {"$city": where["$city"], "$region": where["$region"], "$country_code": where["mp_country_code"]}
+
+
+def alias_target(state: DoubleState, distinct_id: str) -> str:
+    """The id an alias ($create_alias) points to; a $delete by alias deletes that profile without $ignore_alias."""
+    for event in state.events:
+        if event["event"] == "$create_alias" and str(event["properties"].get("alias")) == distinct_id:
+            return str(event["properties"].get("distinct_id"))
+    return distinct_id
+
+
 def routes(state: DoubleState) -> list[Route]:
     def handle(kind: str):
         async def endpoint(request: Request) -> Response:
@@ -72,18 +103,27 @@ def routes(state: DoubleState) -> list[Route]:
                 ops = [k for k in update if k in OPERATORS]
                 if len(ops) != 1:
                     return answer(recorded, False, "each update needs exactly one operator")
+            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
             for update in updates:
                 (op,) = [k for k in update if k in OPERATORS]
                 if kind == "engage":
                     key: Any = str(update.get("$distinct_id", ""))
                     store: dict[Any, dict[str, Any]] = state.profiles
+                    if op == "$delete" and not update.get("$ignore_alias"):
+                        key = alias_target(state, key)
                 else:
                     key = (str(update.get("$group_key")), str(update.get("$group_id")))
                     store = state.group_profiles
                 if op == "$delete":
                     store.pop(key, None)
-                else:
-                    apply(store.setdefault(key, {}), op, update[op])
+                    continue
+                profile = store.setdefault(key, {})
+                apply(profile, op, update[op])
+                place = located(recorded, update)
+                if place is not None:
+                    profile.update(place)
+                if kind == "engage" and not update.get("$ignore_time"):
+                    profile["$last_seen"] = now
             return answer(recorded, True)
 
         return endpoint

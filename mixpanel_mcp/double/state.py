@@ -78,6 +78,7 @@ class Project:
     sa_username: str = "bot.abc123.mp-service-account"
     sa_secret: str = "test-sa-secret"
     api_secret: str = "test-api-secret"
+    region: str = "us"  # the project's data residency: only that region's hosts serve it
     workspace_id: int = 5678
     # Set for a project created before 2023: Mixpanel stores its event times in this time zone, so export
     # gives local clock times as epoch numbers, and reads from_date/to_date as local days (export docs).
@@ -93,14 +94,24 @@ class DoubleState:
     (what Mixpanel offers and the local project cannot, e.g. JQL, is refused with a clear 400).
     """
 
-    def __init__(self, project: Project | None = None, *, sandbox: bool = False, history: int | None = None) -> None:
+    def __init__(
+        self, project: Project | None = None, *, sandbox: bool = False, history: int | None = None, region: str | None = None
+    ) -> None:
         self.project = project or Project()
+        # The region whose hosts this double stands for. Another region's Query and Export hosts answer the
+        # project with 400 "invalid project id for cluster"; its ingestion hosts accept data that never shows up.
+        self.region = region or self.project.region
         self.sandbox = sandbox
         self.history = history
         self.store: Any = None  # a SqliteStore, for the sandbox
         self._lock = threading.Lock()
         self.violations: list[str] = []  # contract mode (double/contract.py): what broke Mixpanel's specs
         self.reset()
+
+    @property
+    def foreign(self) -> bool:
+        """Whether the project lives in another region than the hosts this double stands for."""
+        return self.region != self.project.region
 
     @property
     def lock(self) -> threading.Lock:

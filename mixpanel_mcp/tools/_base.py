@@ -49,6 +49,19 @@ class Needs(StrEnum):
             Needs.GDPR: settings.can_gdpr,
         }[self]
 
+    @property
+    def settings_text(self) -> str:
+        """What to configure, for an agent calling an operation that is not listed for lack of it."""
+        return {
+            Needs.TOKEN: "MIXPANEL_PROJECT_TOKEN",
+            Needs.IMPORT: "a service account, MIXPANEL_API_SECRET or MIXPANEL_PROJECT_TOKEN",
+            Needs.QUERY: "a service account (with MIXPANEL_PROJECT_ID) or MIXPANEL_API_SECRET",
+            Needs.LEXICON: "a service account (with MIXPANEL_PROJECT_ID)",
+            Needs.APP: "a service account (with MIXPANEL_PROJECT_ID)",
+            Needs.WORKSPACE: "a service account and MIXPANEL_WORKSPACE_ID",
+            Needs.GDPR: "MIXPANEL_GDPR_TOKEN and MIXPANEL_PROJECT_TOKEN",
+        }[self]
+
 
 class Args(BaseModel):
     """Base of every operation's arguments: unknown keys are an error, not silently dropped."""

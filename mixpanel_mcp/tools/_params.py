@@ -48,6 +48,15 @@ def _segment(value: str) -> str:
     return value
 
 
+def _local_path(value: str) -> str:
+    """A path on this machine: the operating system takes no NUL byte, and control characters are never meant."""
+    if any(ord(c) < 32 or c == "\x7f" for c in value):
+        raise PydanticCustomError(
+            "local_path", "must be a file path without NUL or other control characters", {"example": "/tmp/events.ndjson"}
+        )
+    return value
+
+
 def positive(value: int) -> int:
     """A Mixpanel id of a number; checked here rather than advertised (every byte of the tool list costs)."""
     if value < 1:
@@ -70,6 +79,7 @@ def at_most(limit: int) -> Callable[[list[Any]], list[Any]]:
     return check
 
 
+LocalPath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_local_path)]
 PathId = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_segment)]
 
 

@@ -26,7 +26,7 @@ SHAPES: dict[str, tuple[Any, str, Access]] = {
     "append": (dict[str, Any], "", Access.WRITE),
     "union": (dict[str, list[str | float]], "lists merged without duplicates", Access.WRITE),
     "remove": (dict[str, Any], "", Access.WRITE),
-    "unset": (list[str], "properties is a list of names", Access.WRITE),
+    "unset": (list[str], "", Access.WRITE),  # `properties` says it is a list of names
     "delete": (None, "the whole profile, irreversibly", Access.DESTRUCTIVE),
 }
 
@@ -54,11 +54,23 @@ def _check_properties(operation: str, value: Any) -> Any:
         ) from None
 
 
+# User profiles only: an agent's edit is not the user being seen, and deleting by an alias deletes the
+# profile the alias points to unless told otherwise (Mixpanel's $ignore_time and $ignore_alias).
+IGNORE_TIME = (bool, Field(True, description="Leave $last_seen as is."))
+IGNORE_ALIAS = (bool, Field(False, description="Alias: delete its own profile only."))
+
+
 def _to_update(args: Any, operation: str, properties: Any) -> dict[str, Any]:
     value = "" if operation == "delete" else properties
-    if hasattr(args, "distinct_id"):
-        return profile_update("$" + operation, value, distinct_id=args.distinct_id)
-    return profile_update("$" + operation, value, group=(args.group_key, args.group_id))
+    if not hasattr(args, "distinct_id"):
+        return profile_update("$" + operation, value, group=(args.group_key, args.group_id))
+    update = profile_update("$" + operation, value, distinct_id=args.distinct_id)
+    if operation == "delete":
+        if getattr(args, "ignore_alias", False):
+            update["$ignore_alias"] = True
+    elif getattr(args, "ignore_time", True):
+        update["$ignore_time"] = True
+    return update
 
 
 def _target(args: Any) -> str:
@@ -116,6 +128,8 @@ def add_profile_operations(group: ToolGroup, identity: type[Args], operations: l
         fields: dict[str, Any] = {}
         if shape is not None:
             fields["properties"] = (shape, Field(min_length=1, description=PROPERTIES_DOC))
+        if send == "engage":
+            fields.update({"ignore_alias": IGNORE_ALIAS} if operation == "delete" else {"ignore_time": IGNORE_TIME})
         model = create_model(f"{send}_{operation}_args", __base__=identity, **fields)
 
         async def handler(run: Run, args: Any, operation: str = operation) -> Result:
@@ -136,6 +150,8 @@ def add_profile_operations(group: ToolGroup, identity: type[Args], operations: l
         "operation": (Literal[tuple(operations)], Field(description="Operator for this update.")),  # type: ignore[misc]
         "properties": (Any, Field(default=None, description=PROPERTIES_DOC)),
     }
+    if send == "engage":
+        item_fields.update(ignore_time=IGNORE_TIME, ignore_alias=IGNORE_ALIAS)
     item_base = create_model(f"{send}_update", __base__=identity, **item_fields)
 
     class Update(item_base):  # type: ignore[valid-type,misc]
@@ -178,6 +194,6 @@ def add_profile_operations(group: ToolGroup, identity: type[Args], operations: l
         batch_args,
         access=Access.DESTRUCTIVE if any_destructive else Access.WRITE,
         needs=Needs.TOKEN,
-        summary="updates: any number of objects shaped like single calls (operation, id fields, properties)",
+        summary="updates: objects shaped like single calls (operation, ids, properties...)",
         idempotent=False,
     )(batch)

@@ -23,7 +23,7 @@ from mixpanel_mcp.client.export import (
     query_profiles,
 )
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._params import DateRange, Where, listish, optional
+from mixpanel_mcp.tools._params import DateRange, LocalPath, Where, listish, optional
 
 group = ToolGroup(
     name="export",
@@ -55,7 +55,7 @@ def _file_name(value: str) -> str:
 EventFilter = names(100, "Only these event names.")
 DistinctIds = names(2000, "User distinct_ids.")
 Limit = Annotated[int, WithJsonSchema({"type": "integer", "description": LIMIT_DOC})]
-OutputFile = Annotated[str, Field(min_length=1, max_length=4096, description=FILE_DOC), AfterValidator(_file_name)]
+OutputFile = Annotated[LocalPath, Field(description=FILE_DOC), AfterValidator(_file_name)]
 
 
 def _top(counts: Counter[str] | dict[str, int], n: int = 3) -> str:

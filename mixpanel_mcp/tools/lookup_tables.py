@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import uuid
 from typing import Annotated, Any, Self
 
@@ -15,7 +14,8 @@ from pydantic_core import PydanticCustomError
 from mixpanel_mcp.client.app import results
 from mixpanel_mcp.client.lookup_tables import list_tables, replace_table
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._params import at_most, json_list, optional
+from mixpanel_mcp.tools._params import LocalPath, at_most, json_list, optional
+from mixpanel_mcp.ingest_files import FileProblem, open_regular
 
 group = ToolGroup(
     name="lookup_tables",
@@ -123,7 +123,7 @@ class ReplaceTable(Args):
             AfterValidator(at_most(MAX_ROWS_INLINE)),
         ]
     ) = Field(None, description="Objects; first key = row id.")
-    file: optional(Annotated[str, Field(min_length=1, max_length=4096)]) = Field(
+    file: optional(LocalPath) = Field(
         None, description="Local .csv (stdio only)."
     )
 
@@ -156,10 +156,10 @@ async def replace(run: Run, args: ReplaceTable) -> Result:
                 "this server is reached over HTTP, so it does not read files on its machine; pass rows instead.",
             )
         try:
-            if os.path.getsize(args.file) > MAX_BYTES:
-                return _not_sent(args.table_id, "the file is over Mixpanel's 100 MB limit for a lookup table.")
-            with open(args.file, encoding="utf-8-sig", newline="") as handle:
-                body = handle.read().encode()
+            with open_regular(args.file, MAX_BYTES) as handle:  # Mixpanel's 100 MB limit for a lookup table
+                body = handle.read().decode("utf-8-sig").encode()
+        except FileProblem as exc:
+            return _not_sent(args.table_id, f"could not read {args.file}: {exc}.")
         except (OSError, UnicodeDecodeError) as exc:
             return _not_sent(args.table_id, f"could not read {args.file}: {getattr(exc, 'strerror', None) or exc}.")
     else:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal, Self
 
+import uuid
+
 import anyio
 from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -19,15 +21,19 @@ from mixpanel_mcp.client.batching import Item, Outcome, Status, render, size
 from mixpanel_mcp.errors import describe_error
 from mixpanel_mcp.ingest_files import FileProblem, file_format, read_records
 from mixpanel_mcp.tools._base import Access, Args, Needs, Result, Run, ToolGroup
-from mixpanel_mcp.tools._params import DistinctId, optional
+from mixpanel_mcp.tools._params import DistinctId, LocalPath, optional
 
 group = ToolGroup(
     name="track",
     title="Events",
-    description="Send events to Mixpanel and link user identities.",
+    description="Send events to Mixpanel and link user identities (Original ID Merge projects only).",
 )
 
 MAX_INLINE_EVENTS = 100_000
+TRACK_ANSWER = (
+    "Its answer means at least one event per request was valid, not that each was stored; all passed this "
+    "server's checks of Mixpanel's rules first. operation import lists any event Mixpanel refuses."
+)
 SHOWN = 50  # records listed in a result (all are counted)
 RANGES_SHOWN = 20
 
@@ -45,7 +51,7 @@ EventList = Annotated[
     WithJsonSchema({"type": "array", "items": {"type": "object"}}),
     Field(min_length=1, max_length=MAX_INLINE_EVENTS),
 ]
-FilePath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_known_format)]
+FilePath = Annotated[LocalPath, AfterValidator(_known_format)]
 
 
 class SendArgs(Args):
@@ -73,9 +79,28 @@ class SendArgs(Args):
         return self
 
 
+def _uuid4(value: str) -> str:
+    """Mixpanel's rule for $anon_id (ref-create-identity): a UUID v4, in its usual 36-character form."""
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.version != 4 or str(parsed) != value.lower():
+        raise PydanticCustomError(
+            "anon_id_uuid4",
+            "Mixpanel takes only a UUID v4 as $anon_id (one not merged yet), not '{value}'",
+            {"value": value[:40], "example": "6f1c2a4e-9b7d-4e3f-8a2b-1c0d9e8f7a6b"},
+        )
+    return value
+
+
+# Identity events change nothing in projects on Simplified ID Merge (Mixpanel's default since 2023).
+ID_MERGE = "Only projects on Original ID Merge act on it; under Simplified ID Merge it changes nothing."
+
+
 class IdentifyArgs(Args):
     identified_id: Annotated[DistinctId, Field(description="Known user id.")]
-    anon_id: Annotated[DistinctId, Field(description="Anonymous id to link to it.")]
+    anon_id: Annotated[DistinctId, Field(description="UUID v4 to link to it."), AfterValidator(_uuid4)]
 
 
 class AliasArgs(Args):
@@ -193,9 +218,13 @@ def _report(endpoint: ingest.Endpoint, args: SendArgs, found: ingest.Survey, out
     data: dict[str, Any] = {"operation": endpoint}
     if args.file is not None:
         data["file"] = args.file
+    data["events_sent"] = outcome.total
+    if endpoint == "track":
+        # /track's "1" says one or more events of a request were valid, not which were stored.
+        data.update(accepted=stored, note=TRACK_ANSWER)
+    else:
+        data["stored"] = stored
     data.update(
-        events_sent=outcome.total,
-        stored=stored,
         failed=failed,
         time_range=span,
         batches=outcome.batches,
@@ -221,7 +250,10 @@ def _report(endpoint: ingest.Endpoint, args: SendArgs, found: ingest.Survey, out
     timing = f"{outcome.batches:,} request(s) in {outcome.seconds:.1f} s ({outcome.rate:,.0f} events/s)"
     timed = f"timed {span['from']} to {span['to']}"
     if endpoint == "track":
-        summary = f"Mixpanel accepted {stored:,} event(s) for {len(found.users):,} user(s) via /track, {timed}; {timing}."
+        summary = (
+            f"Mixpanel accepted {stored:,} event(s) for {len(found.users):,} user(s) via /track, {timed}; {timing}. "
+            + TRACK_ANSWER
+        )
     else:
         summary = f"Imported {stored:,} of {outcome.total:,} event(s) for {len(found.users):,} user(s), {timed}; {timing}."
     if failed:
@@ -253,29 +285,31 @@ async def import_(run: Run, args: SendArgs) -> Result:
     return await _send(run, args, "import")
 
 
-@group.operation("identify", IdentifyArgs, access=Access.WRITE, needs=Needs.TOKEN, summary="$identify")
+@group.operation("identify", IdentifyArgs, access=Access.WRITE, needs=Needs.TOKEN, summary="")
 async def identify(run: Run, args: IdentifyArgs) -> Result:
     response = await ingest.identify(run.client, args.identified_id, args.anon_id)
     return Result(
-        summary=f"Sent $identify: anonymous id {args.anon_id!r} linked to user {args.identified_id!r}.",
-        data={"operation": "identify", "identified_id": args.identified_id, "anon_id": args.anon_id, "mixpanel": response},
+        summary=f"Sent $identify: anonymous id {args.anon_id!r} linked to user {args.identified_id!r}. {ID_MERGE}",
+        data={"operation": "identify", "identified_id": args.identified_id, "anon_id": args.anon_id, "mixpanel": response, "note": ID_MERGE},
     )
 
 
-@group.operation("alias", AliasArgs, access=Access.WRITE, needs=Needs.TOKEN, summary="$create_alias")
+@group.operation("alias", AliasArgs, access=Access.WRITE, needs=Needs.TOKEN, summary="")
 async def alias(run: Run, args: AliasArgs) -> Result:
     response = await ingest.create_alias(run.client, args.distinct_id, args.alias)
     return Result(
-        summary=f"Sent $create_alias: {args.alias!r} now points to {args.distinct_id!r}.",
-        data={"operation": "alias", "distinct_id": args.distinct_id, "alias": args.alias, "mixpanel": response},
+        summary=f"Sent $create_alias: {args.alias!r} now points to {args.distinct_id!r}. {ID_MERGE}",
+        data={"operation": "alias", "distinct_id": args.distinct_id, "alias": args.alias, "mixpanel": response, "note": ID_MERGE},
     )
 
 
-@group.operation("merge", MergeArgs, access=Access.DESTRUCTIVE, needs=Needs.IMPORT, summary="$merge, irreversible")
+# $merge carries the project token (required by Mixpanel) and goes to /import, which the token alone can
+# authenticate: so it needs the token, and nothing more.
+@group.operation("merge", MergeArgs, access=Access.DESTRUCTIVE, needs=Needs.TOKEN, summary="$merge, irreversible")
 async def merge(run: Run, args: MergeArgs) -> Result:
     first, second = args.distinct_ids
     outcome = await ingest.merge(run.client, (first, second))
     return Result(
-        summary=f"Sent $merge: {first!r} and {second!r} are now one user (this cannot be undone).",
-        data={"operation": "merge", "distinct_ids": [first, second], "num_records_imported": outcome.imported},
+        summary=f"Sent $merge: {first!r} and {second!r} are now one user (this cannot be undone). {ID_MERGE}",
+        data={"operation": "merge", "distinct_ids": [first, second], "num_records_imported": outcome.imported, "note": ID_MERGE},
     )
