@@ -130,10 +130,15 @@ class AgentGate:
                 await self._unauthorized(scope, receive, send, presented=key is not None)
                 return
             grant = self.runtime.narrow(found)
-        toolsets = request.headers.get(TOOLSETS_HEADER)
-        read_only = truthy(request.headers.get(READONLY_HEADER))
+        # A header sent twice narrows by every copy (a proxy may add one to the agent's): any "true" takes writes
+        # away, and several toolset lists leave only the groups they all name.
+        read_only = any(truthy(value) for value in request.headers.getlist(READONLY_HEADER))
+        toolsets = None
+        for value in request.headers.getlist(TOOLSETS_HEADER):
+            listed = parse_toolsets(value, strict=False)
+            toolsets = listed if toolsets is None else toolsets & listed
         if toolsets is not None or read_only:
-            grant = grant.narrowed(parse_toolsets(toolsets, strict=False) if toolsets is not None else None, read_only)
+            grant = grant.narrowed(toolsets, read_only)
         scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"authorization"]}
         token = current_grant.set(grant)
         try:

@@ -266,6 +266,34 @@ def test_an_operator_read_only_flag_cannot_be_lifted_by_a_header(double, double_
     assert writes(double) == []
 
 
+def test_repeated_narrowing_headers_narrow_by_every_copy(double, double_url, tmp_path):
+    import json
+
+    import httpx2
+
+    from tests.harness import LEGACY
+
+    key = "mxp_repeated-header-key"
+    policy = policy_file(tmp_path, agent("analyst", key, '{ segmentation = "read", engage = "full", track = "full" }'))
+    env = base_env(**server_env(double_url))
+
+    def listed(url, *extra):
+        headers = [
+            ("Accept", "application/json, text/event-stream"),
+            ("Content-Type", "application/json"),
+            ("MCP-Protocol-Version", LEGACY),
+            ("Authorization", f"Bearer {key}"),
+            *extra,
+        ]
+        return tools_of(httpx2.post(url, content=json.dumps(rpc("tools/list", {})).encode(), headers=headers, timeout=30))
+
+    with http_server(env, "--policy", str(policy), log_dir=tmp_path) as served:
+        readonly = listed(served.url, ("X-MCP-Readonly", "false"), ("X-MCP-Readonly", "true"))
+        toolsets = listed(served.url, ("X-MCP-Toolsets", "segmentation,engage"), ("X-MCP-Toolsets", "engage,track"))
+    assert list(readonly) == ["segmentation"]  # a later "true" still takes the write groups away
+    assert list(toolsets) == ["engage"]  # only the groups every copy names
+
+
 def answer_result(response):
     from tests.harness import answer
 
