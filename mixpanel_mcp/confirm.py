@@ -33,7 +33,7 @@ from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field
 
 from mixpanel_mcp.policy import current_grant
-from mixpanel_mcp.text import strip_controls
+from mixpanel_mcp.text import echo, strip_controls
 
 logger = logging.getLogger(__name__)
 
@@ -239,16 +239,17 @@ def shared_request_state(secret: str, ttl: float = REQUEST_STATE_TTL) -> Request
 
 def describe_effect(tool: str, operation: str, args: Any, project: str) -> str:
     """What a destructive call will do, in words a person can check: what, which ids, which project."""
+    # Every argument shown is quoted, on one line and clipped: a value cannot forge lines of the question.
     where = f"in Mixpanel {project}"
     if tool == "track" and operation == "merge":
         first, second = args.distinct_ids
-        what = f"merge the users {first!r} and {second!r} into one {where}; this cannot be undone"
+        what = f"merge the users {echo(str(first))} and {echo(str(second))} into one {where}; this cannot be undone"
     elif tool in ("engage", "groups") and operation == "delete":
-        who = f"user {args.distinct_id!r}" if tool == "engage" else f"group {args.group_key}={args.group_id!r}"
+        who = f"user {echo(str(args.distinct_id))}" if tool == "engage" else f"group {echo(str(args.group_key))}={echo(str(args.group_id))}"
         what = f"delete the profile of {who} {where}, irreversibly"
     elif tool in ("engage", "groups") and operation == "batch":
         deletes = [u for u in args.updates if getattr(u, "operation", None) == "delete"]
-        ids = [repr(getattr(u, "distinct_id", None) or f"{getattr(u, 'group_key', '')}={getattr(u, 'group_id', '')}") for u in deletes]
+        ids = [echo(str(getattr(u, "distinct_id", None) or f"{getattr(u, 'group_key', '')}={getattr(u, 'group_id', '')}")) for u in deletes]
         shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
         kind = "user" if tool == "engage" else "group"
         what = (
@@ -257,7 +258,7 @@ def describe_effect(tool: str, operation: str, args: Any, project: str) -> str:
         )
     elif tool == "lexicon" and operation == "delete":
         if args.name is not None:
-            target = f"the Lexicon schema of {args.entity_type} {args.name!r}"
+            target = f"the Lexicon schema of {args.entity_type} {echo(str(args.name))}"
         elif args.entity_type is not None:
             target = f"every Lexicon schema of type {args.entity_type}"
         else:
@@ -269,19 +270,19 @@ def describe_effect(tool: str, operation: str, args: Any, project: str) -> str:
     elif tool == "annotations" and operation == "delete":
         what = f"delete annotation #{args.annotation_id} {where}"
     elif tool == "flags" and operation == "delete":
-        what = f"delete the feature flag {args.flag_id!r} {where}; apps asking for it get their fallback"
+        what = f"delete the feature flag {echo(str(args.flag_id))} {where}; apps asking for it get their fallback"
     elif tool == "experiments" and operation == "delete":
-        what = f"delete the experiment {args.experiment_id!r} {where}, irreversibly"
+        what = f"delete the experiment {echo(str(args.experiment_id))} {where}, irreversibly"
     elif tool == "experiments" and operation == "conclude":
-        what = f"conclude the experiment {args.experiment_id!r} {where} (it stops collecting results)"
+        what = f"conclude the experiment {echo(str(args.experiment_id))} {where} (it stops collecting results)"
     elif tool == "experiments" and operation == "decide":
-        outcome = f"ship variant {args.variant!r}" if args.variant else ("a success" if args.success else "a failure")
-        what = f"record the decision on experiment {args.experiment_id!r} as {outcome} {where}"
+        outcome = f"ship variant {echo(str(args.variant))}" if args.variant else ("a success" if args.success else "a failure")
+        what = f"record the decision on experiment {echo(str(args.experiment_id))} as {outcome} {where}"
     elif tool == "lookup_tables" and operation == "replace":
-        what = f"replace the whole content of lookup table {args.table_id!r} {where}"
+        what = f"replace the whole content of lookup table {echo(str(args.table_id))} {where}"
     elif tool == "gdpr" and operation == "delete_data":
         ids = list(args.distinct_ids)  # the person checks whose data goes: every id, up to a screenful or two
-        shown = ", ".join(repr(i) for i in ids[:GDPR_IDS_SHOWN])
+        shown = ", ".join(echo(str(i)) for i in ids[:GDPR_IDS_SHOWN])
         shown += f" and {len(ids) - GDPR_IDS_SHOWN} more" if len(ids) > GDPR_IDS_SHOWN else ""
         what = (
             f"delete ALL data (events and profiles) of {len(ids)} user(s) {where} under {args.compliance_type}, "

@@ -223,7 +223,7 @@ async def test_a_code_issued_by_one_worker_is_accepted_by_the_other_once(double,
         again = await client.call_tool("engage", {**args, "confirm": code})
 
     assert (workers.pid_of(issued["n"]), workers.pid_of(accepted["n"])) == (issuing_pid, other_pid)
-    assert "Not done yet: this would delete the profile of user 'user-1'" in error_text(refused)
+    assert 'Not done yet: this would delete the profile of user "user-1"' in error_text(refused)
     assert structured(confirmed)["updates_sent"] == 1
     assert "it was already used" in error_text(again)  # single use, on the worker that accepted it
     assert [r.json()[0]["$distinct_id"] for r in double.received("/engage")] == ["user-1"]
@@ -258,7 +258,7 @@ async def test_a_question_asked_by_one_worker_is_answered_on_the_other(double, w
     assert "requestState" in answered["body"]["params"]
     assert structured(result)["updates_sent"] == 1
     assert questions == [
-        "Agent ops wants to delete the profile of user 'asked-1' in Mixpanel project 1234, irreversibly. Go ahead?"
+        'Agent ops wants to delete the profile of user "asked-1" in Mixpanel project 1234, irreversibly. Go ahead?'
     ]
     assert [r.json()[0]["$distinct_id"] for r in double.received("/engage")] == ["asked-1"]
 

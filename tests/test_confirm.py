@@ -54,7 +54,7 @@ async def test_the_person_is_asked_and_decline_or_cancel_sends_nothing(double, e
     assert len(person.questions) == 4
     question = person.questions[0]
     assert question.message == (
-        "Agent local wants to delete the profile of user 'user-1' in Mixpanel project 1234, irreversibly. Go ahead?"
+        'Agent local wants to delete the profile of user "user-1" in Mixpanel project 1234, irreversibly. Go ahead?'
     )
     assert list(question.requested_schema["properties"]) == ["confirm"]
     deleted, updated = (r.json()[0] for r in double.received("/engage"))
@@ -90,11 +90,11 @@ async def test_the_question_says_exactly_what_goes_for_each_destructive_operatio
             "engage", {"operation": "batch", "updates": [{"operation": "set", "distinct_id": "u1", "properties": {"a": 1}}]}
         )
     assert [q.message for q in person.questions] == [
-        "Agent local wants to merge the users 'device-9' and 'user-9' into one in Mixpanel project 1234; this cannot be undone. Go ahead?",
-        "Agent local wants to delete the profile of group company_id='acme' in Mixpanel project 1234, irreversibly. Go ahead?",
-        "Agent local wants to delete the Lexicon schema of event 'Signed up' in Mixpanel project 1234. Go ahead?",
+        'Agent local wants to merge the users "device-9" and "user-9" into one in Mixpanel project 1234; this cannot be undone. Go ahead?',
+        'Agent local wants to delete the profile of group "company_id"="acme" in Mixpanel project 1234, irreversibly. Go ahead?',
+        'Agent local wants to delete the Lexicon schema of event "Signed up" in Mixpanel project 1234. Go ahead?',
         "Agent local wants to delete the WHOLE Lexicon data dictionary in Mixpanel project 1234, then add 1 schema(s). Go ahead?",
-        "Agent local wants to send 2 user profile update(s) in Mixpanel project 1234, deleting 1 profile(s) irreversibly: 'u2'. Go ahead?",
+        'Agent local wants to send 2 user profile update(s) in Mixpanel project 1234, deleting 1 profile(s) irreversibly: "u2". Go ahead?',
     ]
     # Only the two non-destructive calls reached Mixpanel.
     assert [(r.method, r.path) for r in double.received()] == [
@@ -120,7 +120,7 @@ async def test_without_elicitation_a_one_time_code_bound_to_the_arguments(double
     assert tools["engage"].input_schema["properties"]["confirm"]["type"] == "string"
     assert "confirm" not in tools["segmentation"].input_schema["properties"]  # only tools with destructive operations
     text = error_text(first)
-    assert text.startswith("Not done yet: this would delete the profile of user 'user-1' in Mixpanel project 1234")
+    assert text.startswith('Not done yet: this would delete the profile of user "user-1" in Mixpanel project 1234')
     assert f'plus confirm="{code}" (valid once, for 5 minute(s))' in text
     assert first.structured_content == {"confirmation_required": True, "confirm": code, "expires_in_s": 300}
     assert "issued for other arguments" in error_text(other_args)
@@ -242,3 +242,17 @@ async def test_each_refused_code_gets_its_own_true_reason():
     now[0] -= 301
     assert await codes.redeem(code, *call, spend) is None
     assert await codes.redeem(code, *call, spend) == "it was already used"
+
+
+def test_every_argument_in_the_question_is_quoted_on_one_line_and_clipped():
+    from types import SimpleNamespace
+
+    from mixpanel_mcp.confirm import describe_effect
+
+    forged = SimpleNamespace(group_key="company_id\n- Agent local wants nothing. Go ahead?", group_id="x" * 5000)
+    question = describe_effect("groups", "delete", forged, "project 1")
+    assert "\n" not in question
+    assert question.startswith('delete the profile of group "company_id - Agent local wants nothing. Go ahead?"="xxx')
+    assert "… (5,000 characters)" in question and len(question) < 600
+    flag = describe_effect("flags", "delete", SimpleNamespace(flag_id="f\u202e-1\r\nok"), "project 1")
+    assert flag.startswith('delete the feature flag "f-1 ok" in Mixpanel project 1')

@@ -182,11 +182,11 @@ async def test_each_new_destructive_operation_asks_the_person_what_exactly_goes(
     where = "in Mixpanel project 1234"
     assert [q.message for q in person.questions] == [
         f"Agent local wants to delete annotation #3 {where}. Go ahead?",
-        f"Agent local wants to delete the feature flag 'f-1' {where}; apps asking for it get their fallback. Go ahead?",
-        f"Agent local wants to conclude the experiment 'e-1' {where} (it stops collecting results). Go ahead?",
-        f"Agent local wants to record the decision on experiment 'e-1' as ship variant 'treatment' {where}. Go ahead?",
-        f"Agent local wants to delete the experiment 'e-1' {where}, irreversibly. Go ahead?",
-        f"Agent local wants to replace the whole content of lookup table '3f1c2a9e-8d4b-4f8e-9a51-2b7c6d0e1f23' {where}. "
+        f'Agent local wants to delete the feature flag "f-1" {where}; apps asking for it get their fallback. Go ahead?',
+        f'Agent local wants to conclude the experiment "e-1" {where} (it stops collecting results). Go ahead?',
+        f'Agent local wants to record the decision on experiment "e-1" as ship variant "treatment" {where}. Go ahead?',
+        f'Agent local wants to delete the experiment "e-1" {where}, irreversibly. Go ahead?',
+        f'Agent local wants to replace the whole content of lookup table "3f1c2a9e-8d4b-4f8e-9a51-2b7c6d0e1f23" {where}. '
         "Go ahead?",
         f"Agent local wants to delete ALL data (events and profiles) of 1 user(s) {where} under CCPA, irreversibly "
         "once Mixpanel starts: 'u-1'. Go ahead?",

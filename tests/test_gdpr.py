@@ -137,4 +137,4 @@ async def test_a_large_deletion_names_200_ids_and_counts_the_rest():
     ids = [f"u-{n}" for n in range(250)]
     effect = describe_effect("gdpr", "delete_data", DeleteData(distinct_ids=ids), "project 1")
     assert effect.startswith("delete ALL data (events and profiles) of 250 user(s) in Mixpanel project 1 under GDPR")
-    assert "'u-199' and 50 more" in effect and "'u-200'" not in effect
+    assert '"u-199" and 50 more' in effect and '"u-200"' not in effect

@@ -2,6 +2,7 @@
 
 import pytest
 
+from mixpanel_mcp.text import echo
 from tests.harness import stdio
 from tests.conftest import API_SECRET, PROJECT_ID, SA_SECRET, SA_USER, error_text, server_env, stdio_client, structured
 
@@ -250,7 +251,7 @@ async def test_one_entity_is_named_in_the_query_so_no_name_changes_the_level(dou
         )
     [question] = person.questions
     assert question.message == (
-        f"Agent local wants to delete the Lexicon schema of event {name!r} in Mixpanel project {PROJECT_ID}. Go ahead?"
+        f"Agent local wants to delete the Lexicon schema of event {echo(name)} in Mixpanel project {PROJECT_ID}. Go ahead?"
     )
     get, delete = double.received()
     assert_lexicon_request(get, "GET", BASE + "/event", {"entity_name": name})
