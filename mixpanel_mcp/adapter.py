@@ -112,6 +112,12 @@ class MixpanelTool(Tool):
         record = Record(agent=grant.agent, tool=self.name, project=project_label(grant, settings))
         started = time.monotonic()
         try:
+            if runtime.audit.refuses_calls:
+                record.decision, record.reason = "denied", "the audit log cannot be written"
+                raise Refused(
+                    "Not done: the server's audit log cannot be written, so calls are refused until it can be "
+                    "(the operator set it to fail closed). Nothing was sent to Mixpanel."
+                )
             return await self._run(runtime, grant, settings, dict(arguments), context, record)
         except Refused as exc:
             if record.decision == "allowed":

@@ -9,6 +9,7 @@ environment: the MIXPANEL_* variables of the command, plus
     MIXPANEL_MCP_POLICY      the policy file (required: every caller of a hosted endpoint needs an agent key)
     MIXPANEL_MCP_SECRET_KEY  at least 32 random characters, the same in every worker and replica (required)
     MIXPANEL_MCP_AUDIT_LOG   append one JSON line per tool call to this file ('-': stderr)
+    MIXPANEL_MCP_AUDIT_FAIL_CLOSED  0: calls go on when the audit log cannot be written (default 1: refused)
     MIXPANEL_MCP_REDIS_URL   share the rate budgets, the result cache, spent confirmation codes and agents' caps
                              through this Redis (every worker and replica counts them once)
     MIXPANEL_MCP_WORKERS     without Redis: how many processes share the project's rate limits (default:
@@ -33,7 +34,7 @@ from collections.abc import Mapping, Sequence
 
 from starlette.types import ASGIApp
 
-from mixpanel_mcp.audit import AuditLog
+from mixpanel_mcp.audit import AuditLog, fail_closed_setting
 from mixpanel_mcp.client.state import open_state
 from mixpanel_mcp.config import BudgetSettings, ConfigError, load_redis
 from mixpanel_mcp.confirm import check_secret, shared_codes, shared_request_state
@@ -112,7 +113,9 @@ def build_app(environ: Mapping[str, str]) -> ASGIApp:
         raise StartupError(str(exc)) from None
     audit_path = environ.get(AUDIT_VAR, "").strip() or None
     try:
-        audit = AuditLog(audit_path)
+        audit = AuditLog(audit_path, fail_closed=fail_closed_setting(environ, hosted=True))
+    except ValueError as exc:
+        raise StartupError(f"configuration error: {exc}") from None
     except OSError as exc:
         raise StartupError(f"cannot open the audit log {audit_path} ({AUDIT_VAR}): {exc.strerror or exc}") from None
 

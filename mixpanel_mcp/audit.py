@@ -14,10 +14,11 @@ import re
 import sys
 import threading
 from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from typing import IO, Any
 
 from mixpanel_mcp.client import MixpanelError, TransportError, UpstreamError
-from mixpanel_mcp.text import scrubber, strip_controls
+from mixpanel_mcp.text import echo, scrubber, strip_controls
 
 logger = logging.getLogger(__name__)
 
@@ -231,11 +232,29 @@ def upstream_status(exc: BaseException) -> int | None:
     return exc.status if isinstance(exc, UpstreamError) else None
 
 
+FAIL_CLOSED_VAR = "MIXPANEL_MCP_AUDIT_FAIL_CLOSED"
+
+
+def fail_closed_setting(environ: Mapping[str, str], hosted: bool) -> bool:
+    """Whether calls stop when the audit log cannot be written: by default yes when hosted, no locally."""
+    value = environ.get(FAIL_CLOSED_VAR, "").strip().lower()
+    if not value:
+        return hosted
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{FAIL_CLOSED_VAR} must be 1 or 0 (true or false), not {echo(value)}")
+
+
 class AuditLog:
     """Appends records to a file (`-` is stderr), one line each, flushed as written."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, *, fail_closed: bool = False) -> None:
         self.path = path
+        # Fail closed: once a record could not be written, calls are refused until one can be again.
+        self.fail_closed = fail_closed
+        self.failing = False
         self._lock = threading.Lock()
         self._stream: IO[str] | None = None
         if path == "-":
@@ -255,8 +274,16 @@ class AuditLog:
             with self._lock:
                 self._stream.write(line + "\n")
                 self._stream.flush()
-        except OSError as exc:  # a full disk must not turn into failed tool calls
-            logger.error("Could not write the audit log %s: %s", self.path, exc.strerror or exc)
+        except OSError as exc:
+            self.failing = True
+            then = "calls are refused until it can be written" if self.fail_closed else "calls go on"
+            logger.error("Could not write the audit log %s: %s; %s", self.path, exc.strerror or exc, then)
+        else:
+            self.failing = False
+
+    @property
+    def refuses_calls(self) -> bool:
+        return self.fail_closed and self.failing
 
     def close(self) -> None:
         if self._stream is not None and self._stream is not sys.stderr:

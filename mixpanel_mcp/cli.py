@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from mixpanel_mcp import __version__
-from mixpanel_mcp.audit import AuditLog
+from mixpanel_mcp.audit import AuditLog, fail_closed_setting
 from mixpanel_mcp.client.state import open_state
 from mixpanel_mcp.config import REDIS_URL_VAR, ENV_VARS, ConfigError, default_sandbox_dir, is_loopback, load_redis
 from mixpanel_mcp.confirm import check_secret, local_codes, shared_codes
@@ -75,6 +75,8 @@ several replicas (pip install 'mixpanel-mcp[redis]'):
 hosted under uvicorn (uvicorn --factory mixpanel_mcp.asgi:create_app; see the README):
   MIXPANEL_MCP_POLICY                 the policy file (required: every caller needs an agent key)
   MIXPANEL_MCP_AUDIT_LOG              append one JSON line per tool call to this file ('-': stderr)
+  MIXPANEL_MCP_AUDIT_FAIL_CLOSED      1: refuse calls while the audit log cannot be written (default when
+                                      hosted: --transport http with a policy, or uvicorn); 0: calls go on
   MIXPANEL_MCP_WORKERS                without Redis: how many processes share the rate limits
 
 check the credentials:
@@ -221,7 +223,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"mixpanel-mcp: configuration error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
     try:
-        audit = AuditLog(args.audit_log)
+        audit = AuditLog(args.audit_log, fail_closed=fail_closed_setting(os.environ, args.transport == "http" and policy is not None))
+    except ValueError as exc:
+        print(f"mixpanel-mcp: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     except OSError as exc:
         print(f"mixpanel-mcp: cannot open the audit log {args.audit_log}: {exc.strerror or exc}", file=sys.stderr)
         raise SystemExit(2) from None

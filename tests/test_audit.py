@@ -4,14 +4,17 @@ value), the decision, the outcome, upstream work, and one plain-English sentence
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
 
 from mixpanel_mcp.audit import Record, date_span
 from tests.conftest import error_text, stored_event, structured
-from tests.harness import audit_records, policy_file, stdio
+from tests.harness import audit_records, base_env, http_client, http_server, policy_file, stdio
 
 FIELDS = {"time", "agent", "tool", "operation", "project", "touched", "access", "decision", "outcome",
           "upstream_requests", "retries", "duration_s", "sentence"}
@@ -140,3 +143,47 @@ def test_a_record_is_one_json_line_and_refusals_before_any_tool_read_plainly():
     data = json.loads(line)
     assert data["sentence"] == "a request from 10.0.0.7 was refused: no bearer key"
     assert "tool" not in data  # absent fields are left out, not null
+
+
+# -- a log that cannot be written (/dev/full: opens, then every write fails as on a full disk) ----------------
+
+FULL = "/dev/full"
+needs_dev_full = pytest.mark.skipif(not os.path.exists(FULL), reason="needs /dev/full (Linux)")
+
+
+@needs_dev_full
+@pytest.mark.asyncio
+async def test_hosted_calls_stop_when_the_audit_log_cannot_be_written(double, env, tmp_path):
+    policy = policy_file(tmp_path, '[local]\naccess = { funnels = "read" }\n')
+    with http_server(base_env(**env), "--policy", str(policy), "--audit-log", FULL, log_dir=tmp_path) as served:
+        async with http_client(served.url) as client:
+            first = await client.call_tool("funnels", {"operation": "list"})
+            second = await client.call_tool("funnels", {"operation": "list"})
+        log = served.log.read_text()
+    assert first.is_error is False  # it ran before anyone knew the log was full
+    assert second.is_error is True
+    assert error_text(second).startswith("Not done: the server's audit log cannot be written")
+    assert "Could not write the audit log /dev/full" in log and "calls are refused" in log
+
+
+@needs_dev_full
+@pytest.mark.asyncio
+async def test_local_calls_go_on_when_the_audit_log_cannot_be_written_unless_told_otherwise(double, env, tmp_path):
+    async with stdio(env, "--audit-log", FULL) as client:
+        answers = [await client.call_tool("funnels", {"operation": "list"}) for _ in range(2)]
+    assert [a.is_error for a in answers] == [False, False]
+    async with stdio({**env, "MIXPANEL_MCP_AUDIT_FAIL_CLOSED": "1"}, "--audit-log", FULL) as client:
+        answers = [await client.call_tool("funnels", {"operation": "list"}) for _ in range(2)]
+    assert [a.is_error for a in answers] == [False, True]
+    assert error_text(answers[1]).startswith("Not done: the server's audit log cannot be written")
+
+
+def test_an_unclear_fail_closed_setting_stops_the_server(env, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "mixpanel_mcp", "--audit-log", str(tmp_path / "a.jsonl")],
+        env=base_env(**env, MIXPANEL_MCP_AUDIT_FAIL_CLOSED="maybe"),
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert 'MIXPANEL_MCP_AUDIT_FAIL_CLOSED must be 1 or 0 (true or false), not "maybe"' in done.stderr.decode()
