@@ -189,7 +189,7 @@ async def test_each_new_destructive_operation_asks_the_person_what_exactly_goes(
         f'Agent local wants to replace the whole content of lookup table "3f1c2a9e-8d4b-4f8e-9a51-2b7c6d0e1f23" {where}. '
         "Go ahead?",
         f"Agent local wants to delete ALL data (events and profiles) of 1 user(s) {where} under CCPA, irreversibly "
-        "once Mixpanel starts: 'u-1'. Go ahead?",
+        'once Mixpanel starts: "u-1". Go ahead?',
     ]
     assert [(r.method, r.path) for r in double.received()] == [("POST", f"{BASE}/e-1/archive")]
 

@@ -73,7 +73,7 @@ async def test_deletion_is_confirmed_with_the_ids_audited_by_count_and_deletes_t
     (question,) = person.questions
     assert question.message == (
         "Agent local wants to delete ALL data (events and profiles) of 2 user(s) in Mixpanel project 1234 under GDPR, "
-        "irreversibly once Mixpanel starts: 'u-1', 'u-2'. Go ahead?"
+        'irreversibly once Mixpanel starts: "u-1", "u-2". Go ahead?'
     )
     create = double.received(DELETIONS)[0]
     assert_gdpr_request(create, "POST", DELETIONS)
