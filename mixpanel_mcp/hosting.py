@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from typing import TYPE_CHECKING
 
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mixpanel_mcp.audit import Record
@@ -46,7 +48,7 @@ def _host_form(host: str) -> str:
 
 def _with_ports(names: list[str]) -> list[str]:
     out: list[str] = []
-    for name in names:
+    for name in (name.lower() for name in names):  # host names are case-insensitive (RFC 9110 4.2.3)
         for form in (name, f"{name}:*") if not name.endswith(":*") else (name,):
             if form not in out:
                 out.append(form)
@@ -75,8 +77,48 @@ def transport_security(host: str, policy: Policy | None) -> TransportSecuritySet
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=_with_ports(allowed_hosts),
-        allowed_origins=allowed_origins,
+        allowed_origins=[origin.lower() for origin in allowed_origins],
     )
+
+
+# `name[:port]` and nothing else: the SDK's own check takes any text after `name:` as the port
+# (`localhost:1@evil.example` passed), so the gate parses the header before the SDK ever sees it.
+_NAME = r"(?:\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)"
+_HOST = re.compile(rf"(?P<name>{_NAME})(?::(?P<port>[0-9]{{1,5}}))?")
+_ORIGIN = re.compile(rf"(?P<name>https?://{_NAME})(?::(?P<port>[0-9]{{1,5}}))?")
+
+
+def _allows(patterns: list[str], value: str, form: re.Pattern[str]) -> bool:
+    """Whether a Host or Origin value, parsed strictly and compared without case, matches an allowed entry
+    (`name` exactly, `name:port`, or `name:*` for any port)."""
+    found = form.fullmatch(value.strip().lower())
+    if found is None:
+        return False
+    name, port = found["name"], found["port"]
+    wanted = {name} if port is None else {f"{name}:{port}", f"{name}:*"}
+    return any(pattern in wanted for pattern in patterns)
+
+
+class HostCheck:
+    """DNS-rebinding protection: the Host header must name this server, and an Origin, if sent, an allowed page."""
+
+    def __init__(self, security: TransportSecuritySettings) -> None:
+        self.hosts = list(security.allowed_hosts)
+        self.origins = list(security.allowed_origins)
+
+    def refusal(self, request: Request) -> Response | None:
+        if not _allows(self.hosts, request.headers.get("host", ""), _HOST):
+            return Response("Invalid Host header", status_code=421)
+        origin = request.headers.get("origin")
+        if origin and not _allows(self.origins, origin, _ORIGIN):
+            return Response("Invalid Origin header", status_code=403)
+        return None
+
+
+def _lowercased(scope: Scope, names: tuple[bytes, ...]) -> Scope:
+    """The checked headers in lower case, as the SDK's own (case-sensitive) check behind the gate compares them."""
+    headers = [(k, v.lower() if k.lower() in names else v) for k, v in scope["headers"]]
+    return {**scope, "headers": headers}
 
 
 def bearer_key(header: str | None) -> str | None:
@@ -103,7 +145,7 @@ class AgentGate:
         self.runtime = runtime
         self.policy = policy
         self.keys_required = keys_required
-        self.checks = TransportSecurityMiddleware(security)
+        self.checks = HostCheck(security)
         self.path = path
 
     def _ours(self, scope: Scope) -> bool:
@@ -115,10 +157,11 @@ class AgentGate:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        refused = await self.checks.validate_request(request, is_post=False)
+        refused = self.checks.refusal(request)
         if refused is not None:
             await refused(scope, receive, send)
             return
+        scope = _lowercased(scope, (b"host", b"origin"))
         policy = self.policy.current() if self.policy is not None else None
         # Keys are required when the server started hosted, and from the moment the policy lists agents.
         if policy is None or not (self.keys_required or policy.agents):

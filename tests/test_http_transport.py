@@ -147,6 +147,28 @@ def test_a_foreign_origin_is_refused(double, http_server):
     assert double.received() == []
 
 
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:1@evil.example", "localhost:evil.example", "localhost:80:81", "evil.example:{port}", "localhost:"]
+)
+def test_a_host_header_is_parsed_strictly(double, http_server, host):
+    """Only `name[:port]`: the SDK's own check accepted anything after an allowed `name:`."""
+    response = post(http_server, tool_call("tricky-host", {"a": 1}), Host=host.format(port=urlsplit(http_server).port))
+    assert (response.status_code, response.text) == (421, "Invalid Host header")
+    assert double.received() == []
+
+
+def test_host_and_origin_are_compared_without_case(double, http_server):
+    port = urlsplit(http_server).port
+    response = post(
+        http_server, tool_call("upper-case", {"a": 1}), Host=f"LocalHost:{port}", Origin=f"HTTP://LOCALHOST:{port}"
+    )
+    assert response.status_code == 200
+    assert message(response)["result"]["isError"] is False
+    tricky = post(http_server, tool_call("tricky-origin", {"a": 1}), Origin=f"http://localhost:{port}@evil.example")
+    assert (tricky.status_code, tricky.text) == (403, "Invalid Origin header")
+    assert len(double.received("/engage")) == 1
+
+
 def test_a_body_over_4_mib_is_refused(double, http_server):
     big = json.dumps(tool_call("big", {"blob": "x" * (4 * 1024 * 1024 + 1)})).encode()
     response = post(http_server, big)

@@ -11,9 +11,21 @@ import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Union
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from mixpanel_mcp.client import MixpanelClient
 from mixpanel_mcp.config import Settings
@@ -63,10 +75,43 @@ class Needs(StrEnum):
         }[self]
 
 
+def _numeric(annotation: Any) -> str | None:
+    """"number" for a field that holds only numbers, "numbers" for a list of them, else None.
+
+    pydantic's lax mode reads `true` as 1 wherever a number is expected; no id, limit or count means a boolean.
+    """
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _numeric(get_args(annotation)[0])
+    if annotation in (int, float):
+        return "number"
+    if origin in (Union, types.UnionType):
+        members = [_numeric(member) for member in get_args(annotation) if member is not type(None)]
+        return members[0] if members and all(member == members[0] for member in members) else None
+    if origin is list and _numeric(get_args(annotation)[0]) == "number":
+        return "numbers"
+    return None
+
+
 class Args(BaseModel):
     """Base of every operation's arguments: unknown keys are an error, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) or (isinstance(value, list) and any(isinstance(item, bool) for item in value)):
+            shape = _numeric(cls.model_fields[info.field_name].annotation) if info.field_name else None
+            if shape == "number" and isinstance(value, bool):
+                raise PydanticCustomError(
+                    "number_not_boolean", "must be a number, not {value}", {"value": str(value).lower(), "example": "12"}
+                )
+            if shape == "numbers" and isinstance(value, list):
+                raise PydanticCustomError(
+                    "numbers_not_boolean", "must be a list of numbers, without true or false", {"example": "[12, 14]"}
+                )
+        return value
 
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
@@ -198,7 +243,14 @@ def discriminated(group: ToolGroup, operations: list[Operation]) -> TypeAdapter[
     ]
     if len(variants) == 1:
         return TypeAdapter(variants[0])
-    return TypeAdapter(Annotated[Union[tuple(variants)], Field(discriminator="operation")])  # noqa: UP007
+    # A callable discriminator, not `discriminator="operation"`: pydantic refuses that form once Args has a
+    # validator on every field (the boolean rule), though `operation` is only ever a string.
+    tagged = tuple(Annotated[variant, Tag(op.name)] for variant, op in zip(variants, operations, strict=True))
+    return TypeAdapter(Annotated[Union[tagged], Discriminator(_operation_of)])  # noqa: UP007
+
+
+def _operation_of(value: Any) -> Any:
+    return value.get("operation") if isinstance(value, dict) else getattr(value, "operation", None)
 
 
 def input_schema(group: ToolGroup, operations: list[Operation]) -> dict[str, Any]:
