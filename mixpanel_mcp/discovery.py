@@ -151,13 +151,12 @@ async def read_source(runtime: Runtime, source: Source) -> str:
         if not grant.permits(source.group, Access.READ):
             record.decision, record.outcome = "denied", "refused"
             record.reason = f"{source.group} is '{grant.level(source.group).value}' for this agent"
-            raise ResourceError(
-                f"Not allowed: this agent has no read access to the {source.group} tool group, which serves "
-                f"{source.uri}. Nothing was sent to Mixpanel."
-            )
+            raise not_allowed(source.uri, source.group)
         if not source.needs.allowed(settings):
             record.outcome, record.error = "error", "credential_missing"
-            raise ResourceError(f"{source.uri} needs {_NEEDS_TEXT[source.needs]}, which this project does not have configured.")
+            raise MCPError(
+                INVALID_PARAMS, f"{source.uri} needs {_NEEDS_TEXT[source.needs]}, which this project does not have configured."
+            )
         try:
             async with runtime.slot(grant, settings, record):
                 client = await runtime.client_for(settings)
@@ -228,6 +227,38 @@ async def budgets(client: MixpanelClient) -> dict[str, Any]:
         left[api.value] = remaining if remaining is not None else "unknown"
     left["note"] = QUERY_BUDGET_NOTE
     return left
+
+
+def not_allowed(uri: str, group: str) -> MCPError:
+    """A read the caller's grant does not allow: a refusal of the request (invalid params), not a server fault."""
+    return MCPError(
+        INVALID_PARAMS,
+        f"Not allowed: this agent has no read access to the {group} tool group, which serves {uri}. "
+        "Nothing was sent to Mixpanel; mixpanel://project lists what this agent may read.",
+    )
+
+
+# Resources that are not a Source, by the tool group whose results they serve (any one of them suffices).
+_OTHER_RESOURCES: dict[str, tuple[str, ...]] = {charts.VIEW_URI: tuple(charts.CHARTED), "mixpanel://reports": ("insights",)}
+# Prompts, by the tool groups their steps call (all of them needed).
+PROMPT_GROUPS: dict[str, tuple[str, ...]] = {
+    "weekly_kpi_summary": ("events",),
+    "funnel_drop_off": ("funnels",),
+    "data_quality_check": ("lexicon", "events"),
+}
+
+
+def listable(runtime: Runtime, grant: Grant, uri: str) -> bool:
+    """Whether resources/list shows this caller the resource: as with tools, only what its grant lets it use."""
+    if uri == PROJECT_URI:
+        return True
+    if any(source.uri == uri for source in SOURCES):
+        return uri in readable_uris(runtime, grant)
+    return any(grant.permits(group, Access.READ) for group in _OTHER_RESOURCES.get(uri, ()))
+
+
+def prompt_allowed(grant: Grant, name: str) -> bool:
+    return all(grant.permits(group, Access.READ) for group in PROMPT_GROUPS.get(name, ()))
 
 
 def readable_uris(runtime: Runtime, grant: Grant) -> list[str]:
@@ -557,4 +588,17 @@ def _add_source(server: Any, runtime: Runtime, source: Source) -> None:
     )(read)
 
 
-__all__ = ["PROJECT_URI", "SOURCES", "Source", "budgets", "project_overview", "read_source", "readable_uris", "register"]
+__all__ = [
+    "PROJECT_URI",
+    "PROMPT_GROUPS",
+    "SOURCES",
+    "Source",
+    "budgets",
+    "listable",
+    "not_allowed",
+    "project_overview",
+    "prompt_allowed",
+    "read_source",
+    "readable_uris",
+    "register",
+]

@@ -23,11 +23,13 @@ from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mixpanel_mcp.config import BudgetSettings, CacheSettings, Region, RetrySettings, Settings, default_sandbox_dir
+from mixpanel_mcp.discovery import not_allowed
 from mixpanel_mcp.double.app import build_app
 from mixpanel_mcp.double.query import seconds_of
 from mixpanel_mcp.double.seed import DEFAULT_SEED, EXPERIMENTATION, WORKSPACE_ID, Dataset, experimentation, generate
 from mixpanel_mcp.double.state import DoubleState, Project, group_key_id
 from mixpanel_mcp.double.store import SqliteStore
+from mixpanel_mcp.tools._base import Access
 
 logger = logging.getLogger("mixpanel_mcp.sandbox")
 
@@ -144,6 +146,8 @@ class Sandbox:
             mime_type="application/json",
         )
         def reports() -> str:
+            if not server.runtime.grant().permits("insights", Access.READ):
+                raise not_allowed("mixpanel://reports", "insights")
             with self.state.lock:
                 listed = [{"bookmark_id": k, "name": v.get("name")} for k, v in sorted(self.state.bookmarks.items())]
             return json.dumps({"reports": listed}, ensure_ascii=False)

@@ -10,8 +10,8 @@ import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
 from dataclasses import replace
+from typing import Any
 
 import anyio
 import httpx2
@@ -23,31 +23,33 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from mcp.types import (
+    INVALID_PARAMS,
     INVALID_REQUEST,
     PARSE_ERROR,
     CallToolResult,
     ErrorData,
     JSONRPCError,
     JSONRPCNotification,
-    Tool as MCPTool,
 )
+from mcp.types import Prompt as MCPPrompt
+from mcp.types import Resource as MCPResource
+from mcp.types import Tool as MCPTool
 from mcp_types import InputRequiredResult
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
 
-from mixpanel_mcp import __version__
-from mixpanel_mcp import discovery
-from mixpanel_mcp.check import startup_warnings
+from mixpanel_mcp import __version__, discovery
 from mixpanel_mcp.adapter import AppState, Runtime
 from mixpanel_mcp.audit import AuditLog
-from mixpanel_mcp.config import Settings
+from mixpanel_mcp.check import startup_warnings
 from mixpanel_mcp.client.state import State
+from mixpanel_mcp.config import Settings
 from mixpanel_mcp.confirm import Codes
 from mixpanel_mcp.hosting import MAX_BODY_BYTES, AgentGate, transport_security
 from mixpanel_mcp.policy import Policy, PolicySource
-from mixpanel_mcp.tools import ALL_GROUPS
 from mixpanel_mcp.text import scrubber
+from mixpanel_mcp.tools import ALL_GROUPS
 from mixpanel_mcp.tools._base import ToolGroup
 
 INSTRUCTIONS = """\
@@ -224,6 +226,14 @@ class MixpanelServer(MCPServer[AppState]):
 
     # The boundary: nothing a tool, resource or prompt answers leaves the server before `scrubbed` has seen it.
 
+    async def list_resources(self) -> list[MCPResource]:
+        grant = self.runtime.grant()
+        return [r for r in await super().list_resources() if discovery.listable(self.runtime, grant, str(r.uri))]
+
+    async def list_prompts(self) -> list[MCPPrompt]:
+        grant = self.runtime.grant()
+        return [p for p in await super().list_prompts() if discovery.prompt_allowed(grant, p.name)]
+
     async def read_resource(self, uri: Any, context: Context[AppState, Any] | None = None) -> Any:
         try:
             contents = await super().read_resource(uri, context)
@@ -237,6 +247,9 @@ class MixpanelServer(MCPServer[AppState]):
         ]
 
     async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None, context: Any = None) -> Any:
+        if not discovery.prompt_allowed(self.runtime.grant(), name):
+            groups = " and ".join(discovery.PROMPT_GROUPS[name])
+            raise MCPError(INVALID_PARAMS, f"Not allowed: the prompt {name} calls {groups}, which this agent may not read.")
         try:
             return scrubbed(await super().get_prompt(name, arguments, context))
         except Exception as exc:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS
 
 from mixpanel_mcp.charts import VIEW_URI
 from mixpanel_mcp import discovery
@@ -252,7 +253,8 @@ async def test_under_a_policy_a_read_the_callers_grant_does_not_allow_is_refused
         with pytest.raises(MCPError) as caught:
             await client.read_resource("mixpanel://lexicon")
         project = await read(client, "mixpanel://project")
-    assert listed == LISTED  # with a policy, callers differ: every resource is registered, and each read checked
+    assert listed == ["mixpanel://project", "mixpanel://events", VIEW_URI]  # as with tools: only what the grant allows
+    assert caught.value.code == INVALID_PARAMS
     assert "Not allowed: this agent has no read access to the lexicon tool group" in caught.value.message
     assert double.received() == []
     (record,) = [json.loads(line) for line in log.read_text().splitlines()]

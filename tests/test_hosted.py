@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS
 
 from mixpanel_mcp.policy import hash_key
 from mixpanel_mcp.tools import ALL_GROUPS
@@ -118,6 +120,27 @@ def _basic(user: str, secret: str) -> str:
     import base64
 
     return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+@pytest.mark.asyncio
+async def test_an_agent_lists_only_the_resources_and_prompts_its_grant_lets_it_use(double, hosted):
+    async with http_client(hosted.url, READER) as reader:
+        resources = [str(r.uri) for r in (await reader.list_resources()).resources]
+        prompts = [p.name for p in (await reader.list_prompts()).prompts]
+        with pytest.raises(MCPError) as lexicon:
+            await reader.read_resource("mixpanel://lexicon")
+        with pytest.raises(MCPError) as prompt:
+            await reader.get_prompt("data_quality_check", {})
+    async with http_client(hosted.url, WRITER) as writer:
+        everything = [str(r.uri) for r in (await writer.list_resources()).resources]
+    assert resources == ["mixpanel://project", "mixpanel://events", "mixpanel://funnels", "ui://mixpanel-mcp/chart.html"]
+    assert prompts == ["weekly_kpi_summary", "funnel_drop_off"]
+    assert "mixpanel://lexicon" in everything and "mixpanel://cohorts" in everything
+    # a refusal of the request, said plainly; not -32603 "Internal error"
+    assert lexicon.value.code == INVALID_PARAMS
+    assert "Not allowed: this agent has no read access to the lexicon tool group" in lexicon.value.message
+    assert prompt.value.code == INVALID_PARAMS and "lexicon and events" in prompt.value.message
+    assert double.received() == []
 
 
 # -- Host, Origin, body ---------------------------------------------------------------------------
