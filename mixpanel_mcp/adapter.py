@@ -149,12 +149,13 @@ class MixpanelTool(Tool):
         if isinstance(name, str) and name in self.group.operations:
             record.operation = name
             wanted = self.group.operations[name]
-            if not grant.permits(self.name, wanted.access):
-                record.access = wanted.access.value
+            least = wanted.least_access
+            if not grant.permits(self.name, least):
+                record.access = least.value
                 level = grant.level(self.name).value
-                record.reason = f"{self.name} is '{level}' for this agent; {name} is a {wanted.access} operation"
+                record.reason = f"{self.name} is '{level}' for this agent; {name} is a {least} operation"
                 raise Refused(
-                    f"Not allowed: this agent has '{level}' access to {self.name}, and {name} is a {wanted.access} "
+                    f"Not allowed: this agent has '{level}' access to {self.name}, and {name} is a {least} "
                     "operation. Nothing was sent to Mixpanel; the server's operator decides what each agent may do."
                 )
             if name not in self.ops and settings is not None and not wanted.needs.allowed(settings):

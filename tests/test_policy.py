@@ -157,6 +157,7 @@ async def test_each_level_per_group_decides_what_is_listed_and_callable(double, 
     async with stdio(env, "--policy", str(policy)) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         delete = await client.call_tool("lexicon", {"operation": "delete", "all": True})
+        upsert = await client.call_tool("lexicon", {"operation": "upsert", "entity_type": "event", "name": "a", "schema": {}})
         funnels = await client.call_tool("funnels", {"operation": "list"})
         assert double.received() == []
         listed = await client.call_tool("lexicon", {"operation": "list"})
@@ -167,6 +168,8 @@ async def test_each_level_per_group_decides_what_is_listed_and_callable(double, 
     assert tools["lexicon"].annotations.read_only_hint is True
     assert "delete" in operations(tools["engage"])  # full: everything
     assert "Not allowed: this agent has 'read' access to lexicon, and delete is a destructive operation" in error_text(delete)
+    # an upsert is destructive only with truncate: true, and is not called one without it
+    assert "Not allowed: this agent has 'read' access to lexicon, and upsert is a write operation" in error_text(upsert)
     assert error_text(funnels) == "Unknown tool: funnels"
     assert structured(listed)["count"] == 0
     assert structured(profile)["updates_sent"] == 1

@@ -179,6 +179,12 @@ class Operation:
     summary: str
     refine: Refinement | None = None
 
+    @property
+    def least_access(self) -> Access:
+        """What every call of it does at least: an operation refined by its arguments is a write unless they make
+        it more (a Lexicon upsert without truncate is no deletion, and must not be called one)."""
+        return self.access if self.refine is None else Access.WRITE
+
     def access_for(self, args: Any) -> Access:
         """The class of one call: `access`, or what the arguments make it."""
         return self.access if self.refine is None else self.refine(args)
