@@ -101,6 +101,7 @@ def canonical(value: Any) -> str:
 
 
 SEAL_LENGTH = 6
+AGENT_TAG_LENGTH = 4
 
 
 class Codes:
@@ -129,9 +130,14 @@ class Codes:
         """Ends every nonce: a code altered or mistyped is told apart from one issued for another call."""
         return hmac.new(self._key, f"seal\n{expiry}\n{nonce}".encode(), hashlib.sha256).hexdigest()[:SEAL_LENGTH]
 
+    def _agent_tag(self, agent: str, expiry: int, nonce: str) -> str:
+        """Inside the sealed nonce: a code shown to another agent is told apart from one for another call."""
+        return hmac.new(self._key, f"agent\n{agent}\n{expiry}\n{nonce}".encode(), hashlib.sha256).hexdigest()[:AGENT_TAG_LENGTH]
+
     def issue(self, agent: str, tool: str, arguments: Any) -> str:
         expiry = int(self._clock() + self.ttl)
         nonce = self._key_id + secrets.token_hex(4)
+        nonce += self._agent_tag(agent, expiry, nonce)
         nonce += self._seal(expiry, nonce)
         return f"{expiry:x}-{nonce}-{self._mac(agent, tool, canonical(arguments), expiry, nonce)}"
 
@@ -156,8 +162,14 @@ class Codes:
                 "key of their own): ask again with the same call for a new code"
             )
         sealed, seal = nonce[:-SEAL_LENGTH], nonce[-SEAL_LENGTH:].lower()
-        if len(sealed) <= len(self._key_id) or not hmac.compare_digest(self._seal(expiry, sealed), seal):
+        if len(sealed) <= len(self._key_id) + AGENT_TAG_LENGTH or not hmac.compare_digest(self._seal(expiry, sealed), seal):
             return "it is not the code as issued (changed or mistyped): ask again with the same call for a new code"
+        unsigned, tag = sealed[:-AGENT_TAG_LENGTH], sealed[-AGENT_TAG_LENGTH:].lower()
+        if not hmac.compare_digest(self._agent_tag(agent, expiry, unsigned), tag):
+            return (
+                "it was issued to another agent (a code confirms a call only for the agent that asked for it): ask "
+                "again with the same call for a code of your own"
+            )
         if expiry < self._clock():
             expired_at = time.strftime("%H:%M:%S UTC", time.gmtime(expiry))
             return (

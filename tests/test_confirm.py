@@ -234,6 +234,8 @@ async def test_each_refused_code_gets_its_own_true_reason():
     assert "not the code as issued" in await codes.redeem(f"{longer}-{nonce}-{mac}", *call, spend)
     other = await codes.redeem(code, "local", "engage", {"operation": "delete", "distinct_id": "u-2"}, spend)
     assert "issued for other arguments" in other
+    someone_else = await codes.redeem(code, "reporter", *call[1:], spend)
+    assert someone_else.startswith("it was issued to another agent") and "ask again" in someone_else
     foreign = Codes(ttl=300, clock=lambda: now[0], key=b"o" * 32)
     assert "another server process" in await foreign.redeem(code, *call, spend)
     now[0] += 301
@@ -244,7 +246,7 @@ async def test_each_refused_code_gets_its_own_true_reason():
     assert await codes.redeem(code, *call, spend) == "it was already used"
 
 
-def test_every_argument_in_the_question_is_quoted_on_one_line_and_clipped():
+async def test_every_argument_in_the_question_is_quoted_on_one_line_and_clipped():
     from types import SimpleNamespace
 
     from mixpanel_mcp.confirm import describe_effect
