@@ -338,7 +338,8 @@ async def test_output_file_is_never_overwritten_and_must_be_writable(double, env
         double.fail(EXPORT, 400, body="Invalid date range")
         refused = await client.call_tool("export", one_day("2026-01-12", output_file=str(tmp_path / "refused.csv")))
     assert error_text(taken) == (
-        f"Could not write the output file {existing}: it already exists (nothing is overwritten). "
+        f"Could not write the output file {existing}: it already exists (nothing is overwritten unless you pass "
+        "overwrite=true). "
         "Choose another path and try again."
     )
     assert existing.read_text() == "precious\n"

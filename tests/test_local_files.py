@@ -9,7 +9,7 @@ import os
 import pytest
 
 from tests.conftest import error_text, stdio_client, stored_event, structured
-from tests.test_export import at, one_day
+from tests.test_export import EXPORT, at, one_day
 
 pytestmark = pytest.mark.asyncio
 
@@ -32,6 +32,32 @@ async def test_csv_spool_never_overwrites_nor_follows_what_is_planted_beside_the
     assert (tmp_path / ".other.csv.part").read_text() == "mine\n"
     assert (tmp_path / "report.csv").read_text().splitlines()[1].startswith("Tick,u1,")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.csv.part", ".report.csv.part", "other.csv", "report.csv", "victim.txt"]
+
+
+async def test_overwrite_replaces_a_file_only_once_the_export_is_complete(double, env, tmp_path):
+    double.events = [stored_event("Tick", "u1", at(12))]
+    report, victim, linked = tmp_path / "report.csv", tmp_path / "victim.txt", tmp_path / "linked.ndjson"
+    report.write_text("last week's\n")
+    victim.write_text("keep me\n")
+    linked.symlink_to(victim)
+    async with stdio_client(env) as client:
+        double.fail(EXPORT, 400, body="Invalid date range")
+        failed = await client.call_tool("export", one_day("2026-01-12", output_file=str(report), overwrite=True))
+        assert report.read_text() == "last week's\n"  # a failed export leaves the old file as it was
+        replaced = await client.call_tool("export", one_day("2026-01-12", output_file=str(report), overwrite=True))
+        through_link = await client.call_tool("export", one_day("2026-01-12", output_file=str(linked), overwrite=True))
+        profiles = await client.call_tool(
+            "export", {"operation": "profiles", "output_file": str(report), "overwrite": True}
+        )
+        alone = await client.call_tool("export", one_day("2026-01-12", overwrite=True))
+    assert 'Mixpanel said: "Invalid date range"' in error_text(failed)
+    assert structured(replaced)["written"] == 1 and structured(through_link)["written"] == 1
+    assert victim.read_text() == "keep me\n"  # the link itself was replaced, its target never written
+    assert not linked.is_symlink() and json.loads(linked.read_text())["event"] == "Tick"
+    assert report.read_text().splitlines()[0] == "$distinct_id"  # the profile export replaced the event export
+    assert structured(profiles)["output_file"] == str(report)
+    assert "- (arguments): overwrite applies only with output_file. Example: output_file=/tmp/events.csv" in error_text(alone)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["linked.ndjson", "report.csv", "victim.txt"]
 
 
 async def test_a_nul_or_control_character_in_a_path_is_a_clear_argument_error(double, env, tmp_path):

@@ -381,16 +381,17 @@ async def export_events_to_file(
     event: list[str] | None = None,
     where: str | None = None,
     time_in_ms: bool = False,
+    overwrite: bool = False,
     progress: Progress | None = None,
 ) -> ExportRead:
     """Every event of GET /export (or the first `limit`) written to `path`: NDJSON or CSV by its extension.
 
-    The file must not exist yet (nothing is overwritten). A stream that broke off leaves the events that
+    The file must not exist yet, unless `overwrite` (then it is replaced once the export is complete). A stream that broke off leaves the events that
     arrived (and says so in `interrupted`); a failure (Mixpanel refused, the disk is full, the call was
     cancelled) removes the file again.
     """
     fmt = file_format(path) or "ndjson"
-    writer = open_writer(path, fmt, EVENT_LAYOUT)
+    writer = open_writer(path, fmt, EVENT_LAYOUT, overwrite)
     read = ExportRead(path=writer.path, format=fmt)
     throttle = _Throttle(progress, limit)
     try:
@@ -458,14 +459,27 @@ def _cell(value: Any) -> Any:
 
 
 class _Writer:
-    """NDJSON: each line written as it came. The file is created exclusively: nothing is overwritten."""
+    """NDJSON: each line written as it came.
 
-    def __init__(self, path: str) -> None:
+    The file is created exclusively: an existing one is never touched, unless `overwrite`: then the export goes
+    to a new file of a random name beside it (O_EXCL, never through a symlink), which replaces the old one only
+    once it is complete; a failed export leaves the old file as it was.
+    """
+
+    def __init__(self, path: str, overwrite: bool = False) -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
+        self._replacement: str | None = None
         try:
-            self._file = open(self.path, "xb", buffering=1 << 20)  # noqa: SIM115 - closed in finish/abort
+            if overwrite:
+                if os.path.isdir(self.path):
+                    raise OutputFileError(self.path, "it is a directory; give a file name")
+                directory, name = os.path.split(self.path)
+                fd, self._replacement = tempfile.mkstemp(prefix=f".{name}.", suffix=".new", dir=directory)
+                self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+            else:
+                self._file = open(self.path, "xb", buffering=1 << 20)  # noqa: SIM115 - closed in finish/abort
         except FileExistsError:
-            raise OutputFileError(self.path, "it already exists (nothing is overwritten)") from None
+            raise OutputFileError(self.path, "it already exists (nothing is overwritten unless you pass overwrite=true)") from None
         except OSError as exc:
             raise OutputFileError(self.path, exc.strerror or exc.__class__.__name__) from None
         self.count = 0
@@ -486,7 +500,17 @@ class _Writer:
             self._file.close()
         except OSError as exc:
             raise OutputFileError(self.path, exc.strerror or "write failed", written=self.count) from None
-        return os.path.getsize(self.path)
+        return self._complete()
+
+    def _complete(self) -> int:
+        """The written file in its place (replacing the old one when overwriting); its size."""
+        try:
+            if self._replacement is not None:
+                os.replace(self._replacement, self.path)  # a symlink at the path is replaced, never followed
+                self._replacement = None
+            return os.path.getsize(self.path)
+        except OSError as exc:
+            raise OutputFileError(self.path, exc.strerror or "cannot replace it", written=self.count) from None
 
     def abort(self) -> None:
         """After a failure: close and remove what was written (a file that is not what was asked for)."""
@@ -494,15 +518,15 @@ class _Writer:
             self._file.close()
         except OSError:
             pass
-        _remove(self.path)
+        _remove(self._replacement or self.path)
 
 
 class _CsvWriter(_Writer):
     """CSV needs its header first, and the property names are only known at the end: the items are
     spooled as NDJSON next to the file (pass one, collecting the names), then turned into rows (pass two)."""
 
-    def __init__(self, path: str, layout: Layout) -> None:
-        super().__init__(path)
+    def __init__(self, path: str, layout: Layout, overwrite: bool = False) -> None:
+        super().__init__(path, overwrite)
         self.final = self.path
         self._layout = layout
         self._columns: dict[str, None] = {}  # property names in first-seen order (an ordered set)
@@ -568,7 +592,7 @@ class _CsvWriter(_Writer):
             raise OutputFileError(self.final, exc.strerror or "write failed", written=done) from None
         finally:
             _remove(self._spool)
-        return os.path.getsize(self.final)
+        return self._complete()
 
     def abort(self) -> None:
         super().abort()
@@ -583,8 +607,8 @@ def _remove(path: str) -> None:
         pass
 
 
-def open_writer(path: str, fmt: Format, layout: Layout) -> _Writer:
-    return _CsvWriter(path, layout) if fmt == "csv" else _Writer(path)
+def open_writer(path: str, fmt: Format, layout: Layout, overwrite: bool = False) -> _Writer:
+    return _CsvWriter(path, layout, overwrite) if fmt == "csv" else _Writer(path, overwrite)
 
 
 # -- profiles, cohorts, activity feed (Query API) ---------------------------------------------
@@ -622,6 +646,7 @@ async def query_profiles(
     page: int | None = None,
     skip: int = 0,
     output_file: str | None = None,
+    overwrite: bool = False,
     progress: Progress | None = None,
 ) -> ProfilePages:
     """POST /engage page after page (same query, Mixpanel's session_id, page + 1) until a short page or `limit`.
@@ -647,7 +672,7 @@ async def query_profiles(
     writer: _Writer | None = None
     if output_file is not None:
         fmt = file_format(output_file) or "ndjson"
-        writer = open_writer(output_file, fmt, PROFILE_LAYOUT)
+        writer = open_writer(output_file, fmt, PROFILE_LAYOUT, overwrite)
     results: list[dict[str, Any]] = []
     seen = 0  # profiles read (kept or written), at most `limit`
     total: int | None = None

@@ -99,12 +99,26 @@ def _local(run: Run, path: str | None) -> None:
 # -- events ---------------------------------------------------------------------------------
 
 
-class ExportEvents(DateRange):
+class WritesAFile(Args):
+    """An export that may go to a local file instead of the answer."""
+
+    output_file: optional(OutputFile) = None
+    overwrite: bool = Field(False, description="Replace an existing output_file.")
+
+    @model_validator(mode="after")
+    def _overwrite_with_a_file(self) -> Self:
+        if self.overwrite and self.output_file is None:
+            raise PydanticCustomError(
+                "overwrite_needs_file", "overwrite applies only with output_file", {"example": "output_file=/tmp/events.csv"}
+            )
+        return self
+
+
+class ExportEvents(DateRange, WritesAFile):
     event: optional(EventFilter) = None
     where: optional(Where) = None
     limit: optional(Limit) = Field(None, ge=1, le=EXPORT_MAX_LIMIT)
     time_in_ms: bool = Field(False, description="Times in milliseconds, not seconds.")
-    output_file: optional(OutputFile) = None
 
 
 EVENTS_INLINE = 50
@@ -142,11 +156,12 @@ def _seen_sentence(data: dict[str, Any]) -> str:
 @group.operation("events", ExportEvents, access=Access.READ, needs=Needs.QUERY, summary="raw events, summarised")
 async def events(run: Run, args: ExportEvents) -> Result:
     _local(run, args.output_file)
-    query = args.model_dump(exclude={"operation", "output_file", "limit"})
+    query = args.model_dump(exclude={"operation", "output_file", "overwrite", "limit"})
     period = f"from {args.from_date} to {args.to_date}"
     if args.output_file is not None:
         read = await export_events_to_file(
-            run.client, path=args.output_file, limit=args.limit, **query, progress=_progress(run, "events")
+            run.client, path=args.output_file, limit=args.limit, **query, overwrite=args.overwrite,
+            progress=_progress(run, "events"),
         )
     else:
         read = await export_events(run.client, limit=args.limit or EVENTS_INLINE, **query, progress=_progress(run, "events"))
@@ -209,7 +224,7 @@ GroupKeyId = Annotated[
 ]
 
 
-class ExportProfiles(Args):
+class ExportProfiles(WritesAFile):
     distinct_id: optional(Name) = None
     distinct_ids: optional(DistinctIds) = None
     where: optional(Where) = None
@@ -221,7 +236,6 @@ class ExportProfiles(Args):
     page: optional(Annotated[int, Field(ge=0, description="0-based; >0 needs session_id.")]) = None
     skip: optional(Annotated[int, Field(ge=0, description="From an earlier answer: profiles of that page already read.")]) = None
     limit: optional(Limit) = Field(None, ge=1)
-    output_file: optional(OutputFile) = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
