@@ -3,9 +3,12 @@ characters, quoted (a 1 MB date once gave a 1 MB error; a key with a newline for
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from tests.conftest import error_text, stdio_client
+from tests.conftest import error_text, stdio_client, stored_event, structured
+from tests.harness import http_client
 
 pytestmark = pytest.mark.asyncio
 
@@ -26,3 +29,18 @@ async def test_echoed_input_is_clipped_cleaned_and_quoted(double, env):
     assert "\n- event: looks fine" not in text and "\u202e" not in text
     assert len(error_text(many).splitlines()) <= 22 and "more problem(s)" in error_text(many)
     assert double.received() == []
+
+
+async def test_a_lone_surrogate_in_mixpanels_own_data_is_dropped_and_the_server_carries_on(double, env, http_server):
+    """Mixpanel's JSON may hold "\\ud800" (an event name, an error text); such text cannot be encoded, and a reply
+    holding it once stopped the stdio server (over HTTP: an empty event stream)."""
+    double.events = [stored_event("Signed \ud800up", "u1", time.time())]
+    for connect in (lambda: stdio_client(env), lambda: http_client(http_server)):
+        double.fail("/api/query/events/names", 400, body={"error": "no event \ud800named so"})
+        async with connect() as client:
+            refused = await client.call_tool("events", {"operation": "names"})
+            names = await client.call_tool("events", {"operation": "names"})
+            after = await client.list_tools()  # the server is still there
+        assert 'Mixpanel said: "no event named so"' in error_text(refused)
+        assert structured(names)["names"] == ["Signed up"]
+        assert "events" in [t.name for t in after.tools]

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from mixpanel_mcp.double.auth import app_auth
+from mixpanel_mcp.double.responses import JSONResponse
 from mixpanel_mcp.double.state import DoubleState, RecordedRequest
 
 BASE = "/api/app/projects/{project_id}/annotations"

@@ -147,9 +147,8 @@ class Contract:
     """Mixpanel's specs, loaded once, and the check of one exchange against them."""
 
     def __init__(self, folder: Path, exceptions: dict[str, Any] | None = None) -> None:
-        from openapi_core import Config, OpenAPI  # the `contract` extra
-
         import yaml
+        from openapi_core import Config, OpenAPI  # the `contract` extra
 
         exceptions = load_exceptions() if exceptions is None else exceptions
         corrections = exceptions.get("correction", [])

@@ -23,11 +23,12 @@ import time
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from mixpanel_mcp.double.auth import import_auth
 from mixpanel_mcp.double.profiles import answer
+from mixpanel_mcp.double.responses import JSONResponse
 from mixpanel_mcp.double.state import DoubleState, RecordedRequest
 
 PLACEHOLDER_IDS = frozenset(

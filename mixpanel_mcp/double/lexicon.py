@@ -10,10 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from mixpanel_mcp.double.auth import lexicon_auth
+from mixpanel_mcp.double.responses import JSONResponse
 from mixpanel_mcp.double.state import DoubleState, RecordedRequest
 
 ENTITY_TYPES = ("event", "profile")

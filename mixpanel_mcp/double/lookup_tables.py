@@ -13,9 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
+from mixpanel_mcp.double.responses import JSONResponse
 from mixpanel_mcp.double.state import DoubleState, RecordedRequest
 
 MAX_BYTES = 100 * 1024 * 1024

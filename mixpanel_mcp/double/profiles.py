@@ -12,9 +12,10 @@ import json
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from mixpanel_mcp.double.responses import JSONResponse
 from mixpanel_mcp.double.state import DoubleState, RecordedRequest
 
 OPERATORS = ("$set", "$set_once", "$add", "$append", "$union", "$remove", "$unset", "$delete")

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from mixpanel_mcp.double.auth import query_auth, query_error
+from mixpanel_mcp.double.responses import JSONResponse
 from mixpanel_mcp.double.state import DoubleState, RecordedRequest
 
 Moment = TypeVar("Moment", dt.date, dt.datetime)
