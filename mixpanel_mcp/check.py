@@ -658,6 +658,29 @@ def redis_finding(env: Mapping[str, str], url: str | None = None) -> Finding | N
     return Finding("REDIS", what, Status.OK, f"{redis.shown} answers (Redis {version}); shared through it: {SHARED}.")
 
 
+HOSTED_VARS = ("MIXPANEL_MCP_POLICY", "MIXPANEL_MCP_SECRET_KEY")
+
+
+def hosted_finding(env: Mapping[str, str]) -> Finding | None:
+    """For a worker deployment (`uvicorn --factory mixpanel_mcp.asgi:create_app`): whether a worker would start.
+
+    With `--workers 2` or more, uvicorn stops when a worker cannot start but exits 0 itself, so a process manager
+    sees success; run `mixpanel-mcp check && uvicorn ...` and a bad policy or secret fails the deployment."""
+    if not any(env.get(name, "").strip() for name in HOSTED_VARS):
+        return None
+    from mixpanel_mcp.asgi import StartupError, build_app
+
+    what = "the hosted endpoint's worker settings (MIXPANEL_MCP_*)"
+    try:
+        build_app(env)  # exactly what each worker does at start
+    except StartupError as exc:
+        return Finding(
+            "HOSTED", what, Status.FAILED, f"a worker would not start: {exc}",
+            "correct the setting named above; uvicorn stops without serving until it is fixed.",
+        )
+    return Finding("HOSTED", what, Status.OK, "a worker starts with them: policy, secret, allowed_hosts and audit log are usable.")
+
+
 def check_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mixpanel-mcp check",
@@ -709,8 +732,7 @@ def main_check(argv: Sequence[str], *, hosts: Hosts = REGION_URLS) -> int:
             await state.aclose()
 
     findings = anyio.run(check)
-    if shared is not None:
-        findings.append(shared)
+    findings.extend(f for f in (shared, hosted_finding(os.environ)) if f is not None)
     print(scrubber.text(render(settings, findings)))
     return exit_code(findings)
 

@@ -377,3 +377,18 @@ def test_limits_are_split_over_the_workers_and_what_cannot_be_split_is_said(doub
         "Rate limits of the server's project: exports a second 3 cannot be split over 4 workers: each gets 1, so "
         "together they may send up to 4" in caplog.text
     )
+
+
+def test_check_says_whether_a_worker_would_start_as_uvicorn_exits_0_either_way(double, double_url, tmp_path):
+    """With --workers 2+, uvicorn stops on a worker's start-up failure but exits 0 (its supervisor's status), so
+    the README deploys with `mixpanel-mcp check && uvicorn ...`: check builds a worker's app and fails with it."""
+    check = [sys.executable, "-m", "mixpanel_mcp", "check"]
+    good = subprocess.run(check, env=hosted_env(double_url, tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    bad = hosted_env(double_url, tmp_path, MIXPANEL_MCP_SECRET_KEY="too-short-" + "x" * 5)
+    refused = subprocess.run(check, env=bad, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "[ok]" in good.stdout and "HOSTED: the hosted endpoint's worker settings" in good.stdout
+    assert refused.returncode == 1
+    assert re.search(r"\[FAILED\] +HOSTED", refused.stdout)
+    assert "a worker would not start: MIXPANEL_MCP_SECRET_KEY must be at least 32 characters" in refused.stdout
+    assert "too-short-xxxxx" not in refused.stdout + refused.stderr
