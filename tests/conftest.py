@@ -41,6 +41,9 @@ _contract_offset = 0
 
 def pytest_configure(config: pytest.Config) -> None:
     global _contract_log
+    # The servers under test keep per-user files (the confirmation key, the sandbox) in the user's data folder:
+    # a folder of this run instead, so the suite leaves nothing in the home directory of whoever runs it.
+    os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="mixpanel-mcp-tests-")
     folder = os.environ.get("MIXPANEL_OPENAPI_DIR")
     if folder:
         os.environ["MIXPANEL_OPENAPI_DIR"] = str(Path(folder).resolve())
@@ -105,6 +108,7 @@ def server_env(double_url: str, **overrides: str | None) -> dict[str, str]:
         # The start-up credentials check sends requests; tests count every request the double receives.
         "MIXPANEL_STARTUP_CHECK": "0",
         "MIXPANEL_TIMEOUT": "10",
+        "XDG_DATA_HOME": os.environ["XDG_DATA_HOME"],
     }
     for name, value in overrides.items():
         if value is None:
