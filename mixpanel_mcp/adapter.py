@@ -32,7 +32,7 @@ from mixpanel_mcp.client import CallDeadlineError, CallStats, MixpanelClient, Mi
 from mixpanel_mcp.client.errors import SharedStateUnavailableError
 from mixpanel_mcp.client.state import CallsInFlightError, LocalState, State
 from mixpanel_mcp.config import Settings
-from mixpanel_mcp.confirm import CODE_TTL, Codes, ask, can_ask, describe_effect
+from mixpanel_mcp.confirm import CODE_TTL, Codes, ask, can_ask, describe_effect, spend_answer
 from mixpanel_mcp.errors import describe_error, describe_validation
 from mixpanel_mcp.policy import Grant, PolicySource, current_grant, full_grant
 from mixpanel_mcp.results import bound, clean, render, trimmed_headline
@@ -261,6 +261,18 @@ class MixpanelTool(Tool):
                 record.decision, record.outcome, record.reason = "asked", "pending", "destructive: asking the person"
                 return answer
             if answer == "accept":
+                try:
+                    first = await spend_answer(runtime.state.spend_once)
+                except SharedStateUnavailableError as exc:
+                    record.reason = f"confirmation unavailable: {exc.reason}"
+                    raise Refused(describe_error(exc)) from None
+                if not first:
+                    record.reason = "the person's answer was already used"
+                    raise Refused(
+                        "Not done again: the person's answer to this question was already used, and the call it "
+                        "confirmed has run. Nothing was sent to Mixpanel. To do it once more, make the call again "
+                        "and the person will be asked again."
+                    )
                 record.reason = "confirmed by the person"
                 return None
             said = {"decline": "declined", "cancel": "cancelled"}.get(answer, answer)

@@ -21,6 +21,7 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +60,25 @@ async def _ask(question: str) -> Elicit[Confirmation]:
 _RESOLVE = Resolve(_ask)
 _PARAMS = {"answer": (_RESOLVE, True)}
 _PLANS = build_resolver_plans(_PARAMS, {"question"})
+
+
+# The sealed requestState of the tools/call under way (a digest of it), as the client sent it: the plaintext the
+# handler sees is the same for every asking of the same question, the sealed token is unique (a random nonce).
+answered_state: ContextVar[str | None] = ContextVar("answered_state", default=None)
+
+
+def state_digest(sealed: str) -> str:
+    return hashlib.sha256(b"request-state\n" + sealed.encode()).hexdigest()[:32]
+
+
+async def spend_answer(spend: Callable[[str, float], Awaitable[bool]], clock: Callable[[], float] = time.time) -> bool:
+    """After the person accepted through InputRequiredResult: True the first time this answered state is used.
+
+    The SDK checks the state's seal, expiry and agent, but a client may send the same final round twice (a
+    retry, or a replay): the person agreed to one call, so only the first goes ahead. Kept past the longest a
+    state lives (the SDK's own default is the same 600 s)."""
+    token = answered_state.get()
+    return True if token is None else await spend(token, clock() + REQUEST_STATE_TTL)
 
 
 UNREADABLE_ANSWER = (

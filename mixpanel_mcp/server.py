@@ -18,7 +18,9 @@ import httpx2
 import uvicorn
 from mcp.server import MCPServer
 from mcp.server.caching import CacheHint
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, RequestStateSecurity
+from mcp.server.request_state import RequestStateBoundary
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
@@ -45,7 +47,7 @@ from mixpanel_mcp.audit import AuditLog
 from mixpanel_mcp.check import startup_warnings
 from mixpanel_mcp.client.state import State
 from mixpanel_mcp.config import Settings
-from mixpanel_mcp.confirm import Codes
+from mixpanel_mcp.confirm import Codes, answered_state, state_digest
 from mixpanel_mcp.hosting import MAX_BODY_BYTES, AgentGate, transport_security
 from mixpanel_mcp.policy import Policy, PolicySource
 from mixpanel_mcp.text import scrubber
@@ -256,6 +258,18 @@ class MixpanelServer(MCPServer[AppState]):
             raise scrubbed_error(exc) from exc.__cause__
 
 
+async def _keep_sealed_state(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Note which sealed requestState a tools/call carries, so an answer it holds is used only once."""
+    sealed = ctx.params.get("requestState") if ctx.method == "tools/call" and ctx.params is not None else None
+    if not isinstance(sealed, str):
+        return await call_next(ctx)
+    token = answered_state.set(state_digest(sealed))
+    try:
+        return await call_next(ctx)
+    finally:
+        answered_state.reset(token)
+
+
 # The start-up check is for a person reading the log: it waits until the client's first requests are answered.
 STARTUP_CHECK_DELAY = 2.0
 
@@ -320,6 +334,9 @@ def build_server(
         request_state_security=request_state_security,
     )
     server.runtime = runtime
+    # Outside the SDK's requestState boundary, which replaces the sealed token by its plaintext.
+    boundary = next(i for i, m in enumerate(server.middleware) if isinstance(m, RequestStateBoundary))
+    server.middleware.insert(boundary, _keep_sealed_state)
     discovery.register(server)
 
     @server.custom_route("/healthz", methods=["GET"])

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx2
 import pytest
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import ElicitResult
 
 from mixpanel_mcp.config import load_settings
@@ -172,6 +174,27 @@ async def test_over_http_a_modern_client_is_asked_and_a_legacy_one_gets_a_code(d
     assert len(person.questions) == 1
     assert refused.structured_content["confirmation_required"] is True
     assert [r.json()[0]["$distinct_id"] for r in double.received("/engage")] == ["user-1"]
+
+
+async def test_the_persons_answer_confirms_one_call_and_a_replayed_final_round_is_refused(double, double_url, tmp_path):
+    """2026-07-28: the client sends the person's answer with the sealed requestState. The seal proves the state is
+    the server's, not that it is new: the same final round sent twice once deleted twice."""
+    person = Person(("accept", {"confirm": True}))
+    sent: list[httpx2.Request] = []
+
+    async def keep(request: httpx2.Request) -> None:
+        sent.append(request)
+
+    with http_server(base_env(**server_env(double_url)), log_dir=tmp_path) as served:
+        async with httpx2.AsyncClient(timeout=30, event_hooks={"request": [keep]}) as http:
+            async with Client(streamable_http_client(served.url, http_client=http), elicitation_callback=person) as modern:
+                accepted = await modern.call_tool("engage", DELETE_U1)
+        (final,) = [r for r in sent if b'"inputResponses"' in r.content]
+        replayed = httpx2.post(served.url, content=final.content, headers=dict(final.headers), timeout=30)
+    assert structured(accepted)["updates_sent"] == 1 and len(person.questions) == 1
+    assert replayed.status_code == 200
+    assert "the person's answer to this question was already used" in replayed.text
+    assert [r.json()[0]["$distinct_id"] for r in double.received("/engage")] == ["user-1"]  # deleted once
 
 
 async def test_a_denied_agent_is_not_asked(double, double_url, tmp_path):
