@@ -17,7 +17,7 @@ from mixpanel_mcp import __version__
 from mixpanel_mcp.audit import AuditLog, fail_closed_setting
 from mixpanel_mcp.client.state import open_state
 from mixpanel_mcp.config import REDIS_URL_VAR, ENV_VARS, ConfigError, default_sandbox_dir, is_loopback, load_redis
-from mixpanel_mcp.confirm import check_secret, local_codes, shared_codes
+from mixpanel_mcp.confirm import SPENT_FILE, check_secret, local_codes, shared_codes
 from mixpanel_mcp.policy import (
     GROUPS,
     Policy,
@@ -241,10 +241,13 @@ def main(argv: list[str] | None = None) -> None:
                 "python -c \"import secrets; print(secrets.token_urlsafe(32))\""
             )
         codes = shared_codes(check_secret(secret, SECRET_VAR)) if secret else None
+        spent_file = None
         if codes is None and not hosted:
-            # A local install keeps its key beside the sandbox's data: a code outlives the process that issued it.
+            # A local install keeps its key beside the sandbox's data: a code outlives the process that issued it,
+            # and so must the record of it being used.
             codes = local_codes(default_sandbox_dir().parent)
-        state = open_state(redis)
+            spent_file = default_sandbox_dir().parent / SPENT_FILE
+        state = open_state(redis, spent_file)
     except (ConfigError, ValueError) as exc:
         print(f"mixpanel-mcp: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

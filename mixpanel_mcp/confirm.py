@@ -223,6 +223,7 @@ def check_secret(secret: str, name: str) -> str:
 
 
 KEY_FILE = "confirmation.key"
+SPENT_FILE = "confirmation.spent"  # beside it: digests of the codes and answers already used, until they expire
 
 
 def local_codes(folder: Path, ttl: float = CODE_TTL) -> Codes:

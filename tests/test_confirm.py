@@ -3,6 +3,7 @@ protocol eras), otherwise a one-time code bound to the exact arguments; the oper
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx2
@@ -229,6 +230,10 @@ async def test_a_code_outlives_the_local_process_that_issued_it(double, env, tmp
     async with stdio(local) as second:
         confirmed = await second.call_tool("engage", {**DELETE_U1, "confirm": code})
     assert structured(confirmed)["updates_sent"] == 1
+    async with stdio(local) as third:  # used in the second process: used for every later one too
+        again = await third.call_tool("engage", {**DELETE_U1, "confirm": code})
+    assert "The confirmation code was not accepted: it was already used" in error_text(again)
+    assert code not in (tmp_path / "mixpanel-mcp" / "confirmation.spent").read_text()  # a digest, not the code
     # Another key (another install, or a hosted replica without the shared secret) is named for what it is.
     async with stdio({**env, "XDG_DATA_HOME": str(tmp_path / "other")}) as elsewhere:
         foreign = await elsewhere.call_tool("engage", {**DELETE_U1, "confirm": code})
@@ -281,3 +286,17 @@ async def test_every_argument_in_the_question_is_quoted_on_one_line_and_clipped(
     assert "… (5,000 characters)" in question and len(question) < 600
     flag = describe_effect("flags", "delete", SimpleNamespace(flag_id="f\u202e-1\r\nok"), "project 1")
     assert flag.startswith('delete the feature flag "f-1 ok" in Mixpanel project 1')
+
+
+async def test_used_codes_are_shared_by_the_local_processes_of_one_user(tmp_path):
+    from mixpanel_mcp.client.state import LocalState
+
+    path = tmp_path / "confirmation.spent"
+    one, other = LocalState(path), LocalState(path)  # as two server processes would
+    now = time.time()
+    assert await one.spend_once("digest-a", now + 300) is True
+    assert await other.spend_once("digest-a", now + 300) is False
+    assert await other.spend_once("digest-old", now - 1) is True  # expired at once: pruned on the next spend
+    assert await one.spend_once("digest-b", now + 300) is True
+    assert sorted(line.split()[0] for line in path.read_text().splitlines()) == ["digest-a", "digest-b"]
+    assert path.stat().st_mode & 0o777 == 0o600

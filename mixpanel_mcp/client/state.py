@@ -12,10 +12,13 @@ refused with CallsInFlightError, and nothing is sent.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -25,6 +28,13 @@ from mixpanel_mcp.client.budget import budget_for
 from mixpanel_mcp.client.cache import Stored, result_cache
 from mixpanel_mcp.client.errors import Api
 from mixpanel_mcp.config import REDIS_URL_VAR, ConfigError, RedisSettings, Settings
+
+try:
+    import fcntl
+except ImportError:  # Windows: used codes are remembered per process
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
 
 QUEUE_FACTOR = 4  # calls of one agent that may wait for a slot, per slot of its cap
 
@@ -141,13 +151,18 @@ class AgentSlots:
 
 
 class LocalState:
-    """Everything in this process (budgets and cache per event loop: see budget.py and cache.py)."""
+    """Everything in this process (budgets and cache per event loop: see budget.py and cache.py).
+
+    `spent_file`: where used confirmation codes and answers are remembered instead, for a local install whose
+    codes outlive the process (some clients start one server per call: a code spent in one process must be
+    spent for the next)."""
 
     name = "in-process"
 
-    def __init__(self) -> None:
+    def __init__(self, spent_file: Path | None = None) -> None:
         self.slots = AgentSlots()
         self._spent: dict[str, float] = {}
+        self._spent_file = spent_file if spent_file is not None and fcntl is not None else None
 
     async def acquire(self, api: Api, settings: Settings, endpoint: str) -> Ticket | None:
         budget = budget_for(api, settings)
@@ -169,6 +184,12 @@ class LocalState:
         result_cache().invalidate(scope)
 
     async def spend_once(self, token: str, until: float) -> bool:
+        if self._spent_file is not None:
+            try:
+                return _spend_in_file(self._spent_file, token, until)
+            except OSError as exc:
+                logger.warning("cannot use %s (%s): used codes are remembered by this process only", self._spent_file, exc)
+                self._spent_file = None
         now = time.time()
         self._spent = {t: u for t, u in self._spent.items() if u >= now}
         if token in self._spent:
@@ -186,10 +207,37 @@ class LocalState:
         return None
 
 
-def open_state(redis: RedisSettings | None) -> State:
-    """In this process, or in Redis once it answers: ConfigError saying why not (the server does not start)."""
+def _spend_in_file(path: Path, token: str, until: float) -> bool:
+    """spend_once across the processes of one user: lines of `token until`, rewritten under an exclusive lock.
+    The tokens are digests, never codes; the file holds only what has not expired (a few lines)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with os.fdopen(os.dup(fd), "r+", encoding="ascii") as file:
+            now = time.time()
+            live = {}
+            for line in file:
+                spent, _, expiry = line.partition(" ")
+                try:
+                    if float(expiry) >= now:
+                        live[spent] = float(expiry)
+                except ValueError:
+                    continue  # a line cut short by a crash: nothing it named can be trusted, and nothing is lost
+            fresh = token not in live
+            live[token] = max(until, live.get(token, until))
+            file.seek(0)
+            file.truncate()
+            file.writelines(f"{spent} {expiry}\n" for spent, expiry in live.items())
+        return fresh
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def open_state(redis: RedisSettings | None, spent_file: Path | None = None) -> State:
+    """In this process, or in Redis once it answers: ConfigError saying why not (the server does not start).
+    `spent_file`: see LocalState."""
     if redis is None:
-        return LocalState()
+        return LocalState(spent_file)
     try:
         import redis as _client  # noqa: F401 - the optional extra
     except ImportError:
