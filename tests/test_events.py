@@ -251,3 +251,18 @@ async def test_top_events_say_how_many_there_are_and_how_many_are_shown(double, 
     text = top.content[0].text
     assert text.startswith("6 event(s) today (general, change vs yesterday); the top 5: ")
     assert len(structured(top)["events"]) == 6
+
+
+async def test_the_change_vs_yesterday_compares_the_same_hours(double, env):
+    """Mixpanel's "normalized" change: this morning against yesterday morning, not against all of yesterday."""
+    now = time.time()
+    if 86_400 - now % 86_400 < 300:
+        pytest.skip("too close to midnight UTC for 'later today' to stay today")
+    double.events.extend(
+        [stored_event("Viewed page", "u1", now) for _ in range(2)]
+        + [stored_event("Viewed page", "u2", now - 86_400 - 60)]  # yesterday, earlier in the day: counted
+        + [stored_event("Viewed page", "u3", now - 86_400 + 120) for _ in range(5)]  # yesterday, later: not yet
+    )
+    async with stdio_client(env) as client:
+        top = await client.call_tool("events", {"operation": "top"})
+    assert structured(top)["events"] == [{"amount": 2, "event": "Viewed page", "percent_change": 1}]

@@ -300,10 +300,13 @@ def event_names(state: DoubleState, q: dict[str, str]) -> Any:
 def top_events(state: DoubleState, q: dict[str, str]) -> Any:
     type_ = _choice(q, "type", TYPES)
     limit = _positive(q, "limit", default=100)
-    today = bucket_start(dt.datetime.now(UTC), "day")
+    now = dt.datetime.now(UTC)
+    today = bucket_start(now, "day")
     day = dt.timedelta(days=1)
     now_events = select(state, Period(today, today + day), None, None)
-    before = select(state, Period(today - day, today), None, None)
+    # "Normalized" (Mixpanel's word, undefined): today so far against yesterday up to the same time of day, so
+    # that a morning is not read as a collapse (see docs/fidelity.md).
+    before = select(state, Period(today - day, now - day + dt.timedelta(seconds=1)), None, None)
     rows = []
     for name in sorted({e["event"] for e in now_events}):
         amount = measure([e for e in now_events if e["event"] == name], type_)
