@@ -222,7 +222,7 @@ def _spend_in_file(path: Path, token: str, until: float) -> bool:
                     if float(expiry) >= now:
                         live[spent] = float(expiry)
                 except ValueError:
-                    continue  # a line cut short by a crash: nothing it named can be trusted, and nothing is lost
+                    continue  # a line cut short by a crash is dropped (at worst, that one code works once more)
             fresh = token not in live
             live[token] = max(until, live.get(token, until))
             file.seek(0)
