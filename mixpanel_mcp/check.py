@@ -688,7 +688,8 @@ def check_parser() -> argparse.ArgumentParser:
         "works, what does not, and how to fix it. It spends 1 Query API request per service account or API secret, "
         "1 export and 1 Lexicon request (and one more query in each other region when a credential is refused in "
         "its own). Exit status: 0 all good, 1 any problem (a configuration error too). With --sandbox it checks the "
-        "local demo project instead, which needs no account.",
+        "local demo project instead, which needs no account. With MIXPANEL_MCP_POLICY or MIXPANEL_MCP_SECRET_KEY "
+        "set, it also builds a hosted worker's app as uvicorn would, and fails when a worker would not start.",
     )
     p.add_argument("--region", choices=[r.value for r in Region], help="overrides MIXPANEL_REGION")
     p.add_argument("--project-id", help="overrides MIXPANEL_PROJECT_ID")
